@@ -1,0 +1,108 @@
+"""Model registry: ``create_model(name, ...)`` builds a network by name, adapts it to the input
+size, swaps in the chosen activation and knows where ARR taps it.
+
+Registered names are DNRT's paper models adapted for small inputs; any other name is passed to
+``timm.create_model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import timm
+import torch
+from torch import nn
+
+from ..nn import SurgeryReport, swap_activations
+
+
+@dataclass
+class ModelSpec:
+    """How to build one registered model and where ARR taps it."""
+
+    build: Callable[..., nn.Module]
+    taps: list[str] = field(default_factory=list)
+    pooling: str = "auto"
+    family: str = "cnn"
+    note: str = ""
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, taps: list[str], pooling: str = "auto", family: str = "cnn", note: str = ""):
+    """Decorator: register ``build(num_classes, img_size, in_chans, drop_path) -> nn.Module``."""
+
+    def wrap(build):
+        _MODELS[name] = ModelSpec(build, list(taps), pooling, family, note)
+        return build
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_spec(name: str) -> ModelSpec | None:
+    return _MODELS.get(name)
+
+
+def patch_size_for(img_size: int) -> int:
+    """16 at ImageNet sizes, an 8x8 token grid at 32-64 px (4 at 32 px), 4x4 below (2 at 8 px)."""
+    if img_size >= 128:
+        return 16
+    return max(1, img_size // 8) if img_size >= 32 else max(1, img_size // 4)
+
+
+def _timm_default_taps(model: nn.Module) -> tuple[list[str], str]:
+    names = {n for n, _ in model.named_children()}
+    if "blocks" in names:
+        return ["blocks.*"], ("cls" if getattr(model, "cls_token", None) is not None else "mean_tokens")
+    if "stages" in names:
+        return ["stages.*"], "auto"
+    if "layer1" in names:
+        return ["layer*.*"], "avg2d"
+    raise ValueError(f"no default ARR taps for {type(model).__name__}; set regularizer.taps explicitly")
+
+
+def _build_timm(name: str, num_classes: int, img_size: int, in_chans: int, drop_path: float) -> nn.Module:
+    if name not in timm.list_models():
+        raise KeyError(f"Unknown model {name!r}. Registered: {', '.join(list_models())}; "
+                       "or any timm.list_models() name")
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans, pretrained=False)
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
+    try:
+        return timm.create_model(name, img_size=img_size, **kwargs)
+    except TypeError:  # CNNs take any input size and have no img_size argument
+        return timm.create_model(name, **kwargs)
+
+
+@dataclass
+class BuiltModel:
+    """A model with its activation swapped, plus what ARR needs to tap it."""
+
+    model: nn.Module
+    taps: list[str]
+    pooling: str
+    surgery: SurgeryReport | None
+
+
+def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int = 3, act: str = "",
+                 drop_path: float = 0.0, act_include: str = "*", **_ignored) -> BuiltModel:
+    """Build ``name`` for ``img_size`` inputs with every activation replaced by ``act``
+    (``""`` keeps the model's own). Returns the model and its default ARR taps."""
+    spec = _MODELS.get(name)
+    if spec is not None:
+        model = spec.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path=drop_path)
+        taps, pooling = spec.taps, spec.pooling
+    else:
+        model = _build_timm(name, num_classes, img_size, in_chans, drop_path)
+        taps, pooling = _timm_default_taps(model)
+    report = None
+    if act:
+        sample = torch.zeros(2, in_chans, img_size, img_size)
+        report = swap_activations(model, act, sample, include=act_include)
+    return BuiltModel(model, taps, pooling, report)

@@ -1,0 +1,79 @@
+"""Aggregated Response Regularization (ARR), DESIGN §3.
+
+    L_arr = mean_taps mean_{samples, features} |r - target(r)|,   loss = CE + lambda * L_arr
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .memory import ClassResponseMemory
+from .taps import ResponseTaps
+
+
+def gather_in_rank_order(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' ``x`` (first axis may differ per rank) concatenated in rank order, and the
+    offset of this rank's rows. Without an initialised process group: ``(x, 0)``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]), sum(sizes[:rank])
+
+
+class ARR(nn.Module):
+    """ARR over the tapped layers of ``model``.
+
+    Args:
+        model: the network whose layers are tapped (hooks are registered on it).
+        num_classes: K.
+        taps: dotted glob patterns of module paths (``blocks.*``, ``layer*.*``).
+        pooling: ``cls``, ``mean_tokens``, ``avg2d`` or ``auto``.
+        momentum: m of every class memory.
+        sample: an input batch for the dry run that sizes each tap's memory.
+
+    Call after ``model(x)``: ``arr(labels) -> scalar loss`` (train mode updates the memories).
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, taps: Sequence[str], pooling: str = "auto",
+                 momentum: float = 0.1, sample: torch.Tensor | None = None):
+        super().__init__()
+        self.taps = ResponseTaps(model, taps, pooling)
+        if sample is None:
+            raise ValueError("ARR needs a sample input to size the memory of each tap")
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(sample)
+        model.train(was_training)
+        dims = [r.shape[1] for r in self.taps.responses]
+        self.memories = nn.ModuleList(ClassResponseMemory(num_classes, d, momentum) for d in dims)
+
+    @property
+    def tap_paths(self) -> list[str]:
+        return self.taps.paths
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        responses = self.taps.responses
+        if any(r is None for r in responses):
+            raise RuntimeError("ARR called before a forward pass of the tapped model")
+        all_labels, offset = gather_in_rank_order(labels)
+        losses = []
+        for r, memory in zip(responses, self.memories):
+            all_r, _ = gather_in_rank_order(r.detach())
+            targets = memory(all_r, all_labels)[offset: offset + r.shape[0]]
+            valid = memory.seen(labels).to(r.dtype)[:, None]
+            err = (r.float() - targets).abs() * valid
+            losses.append(err.sum() / (valid.sum() * r.shape[1]).clamp(min=1.0))
+        return torch.stack(losses).mean()
