@@ -1,0 +1,90 @@
+"""Run identity and validation: flattened params, the config hash, the run name, and the checks
+that reject a bad config before any training starts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Keys that choose where or how a run executes, not what it computes: left out of the params
+# (DESIGN §4) and of the hash, so a resumed or re-launched run keeps its identity.
+EXECUTION_KEYS = (
+    "hydra", "tracking", "force", "data_dir", "resources",
+    "trainer.resume", "trainer.eval_only", "trainer.progress", "trainer.workers", "trainer.threads",
+    "trainer.ckpt_root", "trainer.log_checkpoint", "trainer.stop_after", "trainer.device",
+)
+# Left out of the logged params too (they are launcher/output settings).
+HIDDEN_KEYS = ("hydra", "resources", "tracking.uri")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key."""
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    else:
+        out[prefix] = node
+
+
+def _dropped(key: str, keys: tuple[str, ...]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def flat_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as ``{"model.name": "resnet18", "optim.lr": "0.001", ...}`` (strings,
+    as MLflow stores them), without launcher and output keys."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    flat: dict[str, Any] = {}
+    _flatten(container, "", flat)
+    return {k: _as_param(v) for k, v in sorted(flat.items()) if not _dropped(k, HIDDEN_KEYS)}
+
+
+def _as_param(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Stable 16-hex signature of everything that changes a run's result."""
+    params = {k: v for k, v in flat_params(cfg).items() if not _dropped(k, EXECUTION_KEYS)}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}-{cfg.act.name}-{cfg.regularizer.name}-{cfg.dataset.name}-s{cfg.seed}"
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid config: {key}={value!r} ({rule})")
+
+
+def validate(cfg: DictConfig | ListConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid key."""
+    t, opt, reg = cfg.trainer, cfg.optim, cfg.regularizer
+    _require(_num(opt.get("lr")) and opt.lr > 0, "optim.lr", opt.get("lr"), "must be > 0")
+    _require(isinstance(t.epochs, int) and t.epochs >= 1, "trainer.epochs", t.epochs, "must be an integer >= 1")
+    _require(isinstance(t.batch_size, int) and t.batch_size >= 1, "trainer.batch_size", t.batch_size,
+             "must be an integer >= 1")
+    _require(t.grad_clip is None or (_num(t.grad_clip) and t.grad_clip >= 0), "trainer.grad_clip", t.grad_clip,
+             "must be >= 0 or null")
+    _require(_num(t.label_smoothing) and 0 <= t.label_smoothing < 1, "trainer.label_smoothing",
+             t.label_smoothing, "must be in [0, 1)")
+    _require(t.amp in ("auto", True, False), "trainer.amp", t.amp, "must be auto, true or false")
+    _require(reg.name in ("none", "arr"), "regularizer.name", reg.name, "must be none or arr")
+    if reg.name == "arr":
+        _require(_num(reg.weight) and reg.weight >= 0, "regularizer.weight", reg.weight, "must be >= 0")
+        _require(_num(reg.momentum) and 0 < reg.momentum <= 1, "regularizer.momentum", reg.momentum,
+                 "must be in (0, 1]")
+    _require(isinstance(cfg.seed, int), "seed", cfg.seed, "must be an integer")
+    _require(t.stop_after is None or (isinstance(t.stop_after, int) and t.stop_after >= 1),
+             "trainer.stop_after", t.stop_after, "must be an integer >= 1 or null")
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

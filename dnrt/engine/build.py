@@ -1,0 +1,89 @@
+"""Build everything a run needs from a composed config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from ..config import ConfigError
+from ..nn import ARR
+from .distributed import DistInfo
+
+
+@dataclass
+class Components:
+    data: object
+    model: nn.Module  # wrapped in DDP when world_size > 1
+    core: nn.Module  # the unwrapped model: what checkpoints hold
+    arr: ARR | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: object
+    val_loader: object
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+
+def select_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+def set_threads(n: int) -> None:
+    """``n`` intra-op threads; 0 = the cores this process may run on (its affinity, which
+    submitit/SLURM narrow to the job's cpus_per_task)."""
+    if n <= 0:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, n))
+
+
+def amp_dtype(setting, device: torch.device) -> torch.dtype | None:
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if setting else None
+
+
+def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
+    t = cfg.trainer
+    device = select_device(t.device, dist_info)
+    data = instantiate(cfg.dataset)
+    try:
+        built = instantiate(cfg.model, num_classes=data.num_classes, img_size=data.img_size,
+                            in_chans=data.in_chans, act=cfg.act.name)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} "
+                          f"({data.img_size} px, {data.in_chans} channels): {exc}") from exc
+    model = built.model.to(device)
+    channels_last = t.channels_last == "auto" and device.type == "cuda" or t.channels_last is True
+    if channels_last and built.pooling == "avg2d":
+        model = model.to(memory_format=torch.channels_last)
+    arr = None
+    if cfg.regularizer.name == "arr":
+        sample = torch.zeros(2, data.in_chans, data.img_size, data.img_size, device=device)
+        arr = ARR(model, data.num_classes, taps=cfg.regularizer.taps or built.taps,
+                  pooling=cfg.regularizer.pooling or built.pooling, momentum=cfg.regularizer.momentum,
+                  sample=sample).to(device)
+    optimizer = instantiate(cfg.optim, model_or_params=model)
+    if t.batch_size % dist_info.world_size:
+        raise ConfigError(f"trainer.batch_size={t.batch_size} must divide by the {dist_info.world_size} ranks")
+    train_loader, val_loader = data.loaders(t.batch_size // dist_info.world_size, seed=cfg.seed, device=device,
+                                            rank=dist_info.rank, world_size=dist_info.world_size,
+                                            workers=t.workers)
+    scheduler, _ = instantiate(cfg.sched, optimizer=optimizer, num_epochs=t.epochs,
+                               updates_per_epoch=len(train_loader), step_on_epochs=False)
+    core = model
+    if t.compile:
+        model = torch.compile(model)
+    if dist_info.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None)
+    return Components(data, model, core, arr, optimizer, scheduler, train_loader, val_loader, device,
+                      amp_dtype(t.amp, device))

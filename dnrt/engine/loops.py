@@ -1,0 +1,145 @@
+"""One training epoch and one evaluation pass. Sums stay on the device; the host reads them once
+per epoch (and every ``refresh`` steps for the progress bar), so a step has no forced sync."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..nn import ARR
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class Interrupted(Exception):  # noqa: N818  (a control-flow signal, not an error)
+    """Training stopped mid-epoch on request (preemption); ``step`` batches of the epoch are done
+    and ``sums`` holds their running totals, so the epoch can be resumed exactly."""
+
+    def __init__(self, step: int, sums: torch.Tensor, data_time: float, elapsed: float):
+        super().__init__(f"interrupted after step {step}")
+        self.step, self.sums, self.data_time, self.elapsed = step, sums, data_time, elapsed
+
+
+@dataclass
+class StepConfig:
+    """What a step needs from the trainer config."""
+
+    arr_weight: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    amp_dtype: torch.dtype | None = None
+    progress: bool = True
+    refresh: int = 10
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler, arr: ARR | None,
+                    sc: StepConfig, epoch: int, device: torch.device, desc: str = "", start_step: int = 0,
+                    resume_sums: torch.Tensor | None = None, resume_times: tuple[float, float] = (0.0, 0.0),
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Train epoch ``epoch`` (0-based); returns ``train/*`` metrics, ``lr`` and timing.
+
+    ``start_step``/``resume_sums`` continue a partly done epoch: the loader replays the same batches
+    (its order and augmentation depend only on seed and epoch) and the first ``start_step`` are
+    skipped. ``should_stop`` is polled between steps; when it returns True, :class:`Interrupted`.
+    """
+    model.train()
+    if arr is not None:
+        arr.train()
+    steps = len(loader)
+    sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, ce, arr, correct, seen
+    if resume_sums is not None:
+        sums += resume_sums.to(device)
+    bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not sc.progress,
+               leave=False, mininterval=1.0)
+    data_time, prior = resume_times
+    start = time.perf_counter()
+    t_fetch = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        if i < start_step:
+            t_fetch = time.perf_counter()
+            continue
+        if should_stop is not None and should_stop():
+            bar.close()
+            raise Interrupted(i, sums.cpu(), data_time, prior + time.perf_counter() - start)
+        data_time += time.perf_counter() - t_fetch
+        with _autocast(device, sc.amp_dtype):
+            logits = model(x)
+            ce = F.cross_entropy(logits.float(), y, label_smoothing=sc.label_smoothing)
+            reg = arr(y) if arr is not None else ce.new_zeros(())
+            loss = ce + sc.arr_weight * reg
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if sc.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), sc.grad_clip)
+        optimizer.step()
+        scheduler.step_update(num_updates=epoch * steps + i + 1)
+        with torch.no_grad():
+            n = y.shape[0]
+            sums += torch.stack([loss.detach() * n, ce.detach() * n, reg.detach() * n,
+                                 (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)]).double()
+        if sc.progress and (i + 1) % sc.refresh == 0:
+            s = sums.tolist()
+            bar.set_postfix(loss=f"{s[0] / s[4]:.3f}", acc=f"{100 * s[3] / s[4]:.1f}",
+                            img_s=f"{s[4] / (time.perf_counter() - start):.0f}")
+        bar.update(1)
+        t_fetch = time.perf_counter()
+    _sync(device)
+    elapsed = prior + time.perf_counter() - start
+    bar.close()
+    loss_sum, ce_sum, arr_sum, correct, seen = sums.tolist()
+    if not math.isfinite(loss_sum):
+        raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch}")
+    seen = max(seen, 1.0)
+    return {
+        "train/loss": loss_sum / seen, "train/loss_ce": ce_sum / seen, "train/loss_arr": arr_sum / seen,
+        "train/acc1": 100.0 * correct / seen, "lr": optimizer.param_groups[0]["lr"],
+        "epoch_time_s": elapsed, "train/throughput_img_s": seen / max(elapsed, 1e-9),
+        "train/data_time_frac": data_time / max(elapsed, 1e-9),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, arr: ARR | None, device: torch.device,
+             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """``val/loss`` (CE), ``val/acc1``, ``val/acc5`` and, with ARR, ``val/loss_arr`` against the
+    stored class means (the memory is not updated)."""
+    model.eval()
+    if arr is not None:
+        arr.eval()
+    sums = torch.zeros(5, device=device, dtype=torch.float64)  # ce, correct1, correct5, arr, seen
+    for x, y in loader:
+        with _autocast(device, amp_dtype):
+            logits = model(x).float()
+            reg = arr(y) if arr is not None else logits.new_zeros(())
+        n = y.shape[0]
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
+                             (top == y[:, None]).any(1).sum(), reg * n, torch.tensor(n, device=device)]).double()
+    ce, c1, c5, reg_sum, seen = sums.tolist()
+    seen = max(seen, 1.0)
+    out = {"val/loss": ce / seen, "val/acc1": 100.0 * c1 / seen, "val/acc5": 100.0 * c5 / seen}
+    if arr is not None:
+        out["val/loss_arr"] = reg_sum / seen
+    return out

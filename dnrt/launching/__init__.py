@@ -1,0 +1,1 @@
+"""Glue between Hydra launchers (basic, submitit local/SLURM) and a training run."""

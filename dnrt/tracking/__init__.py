@@ -1,0 +1,9 @@
+"""MLflow tracking per DESIGN §4."""
+
+from .run import HASH_TAG, HEARTBEAT_TAG, JOB_TAG, RunTracker, current_job_id, find_runs, git_sha
+from .store import TrackingUnreachable, check_reachable, ensure_experiment, project_root, resolve_uri, with_retry
+
+__all__ = [
+    "HASH_TAG", "HEARTBEAT_TAG", "JOB_TAG", "RunTracker", "TrackingUnreachable", "check_reachable", "current_job_id",
+    "ensure_experiment", "find_runs", "git_sha", "project_root", "resolve_uri", "with_retry",
+]

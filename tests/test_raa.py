@@ -1,0 +1,97 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dnrt.nn import RAA, create_act, list_acts
+
+
+def _formula(x, w, b, base, channel_dim):
+    """DESIGN §3 written out plainly: s = w.x + b per token / position."""
+    xc = x.movedim(channel_dim, -1)
+    s = (xc * w).sum(-1, keepdim=True) + b
+    z = xc + s
+    out = xc * 0.5 * (1 + torch.erf(z / 2**0.5)) if base == "gelu" else torch.clamp(z, min=0)
+    return out.movedim(-1, channel_dim)
+
+
+@pytest.mark.parametrize("base,ref", [("gelu", F.gelu), ("relu", F.relu)])
+@pytest.mark.parametrize("channel_dim,shape", [(-1, (4, 7, 16)), (1, (3, 16, 5, 6))])
+def test_init_equals_base(base, ref, channel_dim, shape):
+    raa = RAA(16, base=base, channel_dim=channel_dim)
+    x = torch.randn(shape) * 3
+    assert torch.allclose(raa(x), ref(x), atol=1e-6)
+
+
+def test_token_variant_has_exactly_two_zero_parameters():
+    raa = RAA(32)
+    params = dict(raa.named_parameters())
+    assert set(params) == {"weight", "bias"}
+    assert params["weight"].shape == (32,) and params["bias"].shape == (1,)
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in params.values())
+
+
+@pytest.mark.parametrize("base", ["gelu", "relu"])
+@pytest.mark.parametrize("channel_dim,shape", [(-1, (4, 7, 16)), (1, (3, 16, 5, 6))])
+def test_random_parameters_match_formula(base, channel_dim, shape):
+    torch.manual_seed(0)
+    raa = RAA(16, base=base, channel_dim=channel_dim)
+    with torch.no_grad():
+        raa.weight.normal_(0, 0.3)
+        raa.bias.fill_(0.7)
+    x = torch.randn(shape, dtype=torch.float64)
+    raa = raa.double()
+    expected = _formula(x, raa.weight, raa.bias, base, channel_dim)
+    assert torch.allclose(raa(x), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("base", ["gelu", "relu"])
+def test_gradients_reach_both_parameters_and_match_autograd(base):
+    torch.manual_seed(1)
+    raa = RAA(8, base=base).double()
+    with torch.no_grad():
+        raa.weight.normal_(0, 0.5)
+        raa.bias.fill_(0.2)
+    x = torch.randn(5, 3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp, w, b: _formula(inp, w, b, base, -1), (x, raa.weight, raa.bias))
+    raa(x).square().sum().backward()
+    assert raa.weight.grad is not None and raa.weight.grad.abs().sum() > 0
+    assert raa.bias.grad is not None and raa.bias.grad.abs().sum() > 0
+    # the hand-written backward equals autograd through the formula
+    w, b = raa.weight.detach().clone().requires_grad_(), raa.bias.detach().clone().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    _formula(x2, w, b, base, -1).square().sum().backward()
+    assert torch.allclose(raa.weight.grad, w.grad) and torch.allclose(raa.bias.grad, b.grad)
+    assert torch.allclose(x.grad, x2.grad)
+
+
+@pytest.mark.parametrize("variant", ["token", "simple", "elementwise"])
+def test_token_and_channel_layouts_agree_on_permuted_input(variant):
+    torch.manual_seed(2)
+    tok = RAA(6, channel_dim=-1, variant=variant)
+    with torch.no_grad():
+        for p in tok.parameters():
+            p.normal_()
+    chan = RAA(6, channel_dim=1, variant=variant)
+    chan.load_state_dict(tok.state_dict())
+    x = torch.randn(2, 6, 4, 5)
+    assert torch.allclose(chan(x), tok(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), atol=1e-6)
+
+
+def test_variants_shapes_and_init():
+    x = torch.randn(2, 9, 12)
+    assert [p.shape for p in RAA(12, variant="simple").parameters()] == [(1,)]
+    assert sorted(tuple(p.shape) for p in RAA(12, variant="elementwise").parameters()) == [(12,), (12, 12)]
+    for v in ("simple", "elementwise"):
+        assert torch.allclose(RAA(12, variant=v)(x), F.gelu(x), atol=1e-6)
+
+
+def test_registry_has_the_paper_baselines_and_rejects_typos():
+    assert {"relu", "gelu", "silu", "elu", "selu", "softplus", "raa", "raa_relu"} <= set(list_acts())
+    assert isinstance(create_act("silu"), torch.nn.SiLU)
+    with pytest.raises(KeyError, match="Valid names:.*gelu.*raa"):
+        create_act("gleu")
+
+
+def test_wrong_feature_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="expected 8 features"):
+        RAA(8)(torch.randn(2, 3, 7))
