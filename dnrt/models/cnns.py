@@ -33,6 +33,21 @@ def _conv_like(conv: nn.Conv2d, in_chans: int, kernel: int | None = None, stride
                      bias=conv.bias is not None)
 
 
+def _drop_pools_that_do_not_fit(features: nn.Sequential, img_size: int) -> None:
+    """Replace (in place) each max-pool whose input would be smaller than its window with an
+    Identity, so inputs under 32 px (8-px digits) still end at >= 1x1. Assumes, as in the small-
+    input stems here, that every conv keeps the spatial size."""
+    size = img_size
+    for i, m in enumerate(features):
+        if not isinstance(m, nn.MaxPool2d):
+            continue
+        k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+        if size + 2 * p < k:
+            features[i] = nn.Identity()  # same index: the tap paths stay valid
+        else:
+            size = (size + 2 * p - k) // s + 1
+
+
 def _no_drop_path(name: str, drop_path: float) -> None:
     if drop_path:
         warnings.warn(f"{name} has no stochastic depth; drop_path={drop_path} is ignored", stacklevel=3)
@@ -56,13 +71,15 @@ ALEXNET_TAPS = ["features.2", "features.5", "features.7", "features.9", "feature
 
 @register_model("alexnet", taps=ALEXNET_TAPS, pooling="avg2d",
                 note="torchvision alexnet; <=64 px: first conv 3x3 stride 1 (was 11x11 stride 4), "
-                     "adaptive avg-pool to 2x2 (was 6x6), so fc1 is 1024->4096")
+                     "adaptive avg-pool to 2x2 (was 6x6), so fc1 is 1024->4096; max-pools that do not fit "
+                     "an input under 32 px become Identity")
 def alexnet(num_classes: int, img_size: int, in_chans: int, drop_path: float) -> nn.Module:
     _no_drop_path("alexnet", drop_path)
     model = tvm.alexnet(num_classes=num_classes)
     if _is_small(img_size):
         # 32 px -> 32 -> pool 15 -> pool 7 -> pool 3; an 11x11/4 stem would leave nothing to pool
         model.features[0] = _conv_like(model.features[0], in_chans, kernel=3, stride=1, padding=1)
+        _drop_pools_that_do_not_fit(model.features, img_size)
         model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
         model.classifier[1] = nn.Linear(256 * 2 * 2, model.classifier[1].out_features)
     elif in_chans != 3:
@@ -76,7 +93,8 @@ VGG11_TAPS = ["features.3", "features.7", "features.14", "features.21", "feature
 
 @register_model("vgg11", taps=VGG11_TAPS, pooling="avg2d",
                 note="torchvision vgg11_bn (VGG11 with BatchNorm); <=64 px: CIFAR classifier "
-                     "(global avg-pool, 512-512-K MLP instead of 25088-4096-4096-K)")
+                     "(global avg-pool, 512-512-K MLP instead of 25088-4096-4096-K); max-pools that do "
+                     "not fit an input under 32 px become Identity")
 def vgg11(num_classes: int, img_size: int, in_chans: int, drop_path: float) -> nn.Module:
     _no_drop_path("vgg11", drop_path)
     model = tvm.vgg11_bn(num_classes=num_classes)
@@ -84,6 +102,7 @@ def vgg11(num_classes: int, img_size: int, in_chans: int, drop_path: float) -> n
         model.features[0] = _conv_like(model.features[0], in_chans)
     if _is_small(img_size):
         # five 2x poolings leave 1x1 at 32 px: a 7x7 adaptive pool would only replicate it
+        _drop_pools_that_do_not_fit(model.features, img_size)
         model.avgpool = nn.AdaptiveAvgPool2d(1)
         model.classifier = nn.Sequential(
             nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Dropout(0.5),

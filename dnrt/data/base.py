@@ -1,0 +1,97 @@
+"""Shared pieces of the data sets: the missing-data error and the in-memory array data set base."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .loader import DeviceLoader, EpochLoader
+from .pil import ArraySource, PILLoader, SeededDataset
+from .sampling import derive_seed, stratified_subset
+from .transforms import array_transform, check_augment
+
+log = logging.getLogger(__name__)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set's files are not where the config says (raised before any training starts)."""
+
+
+@dataclass
+class Split:
+    """One split held in memory: images uint8 [N, C, H, W] and labels int64 [N], on the CPU."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
+        if self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def subset(self, idx: torch.Tensor) -> Split:
+        if idx.numel() == len(self):
+            return self
+        return Split(self.images.index_select(0, idx), self.labels.index_select(0, idx))
+
+
+class ArrayData:
+    """Base of the data sets that fit in memory as uint8 arrays (digits, CIFAR, synthetic).
+
+    Subclasses set ``name``, ``num_classes``, ``in_chans``, ``native_size``, ``mean``, ``std`` and
+    implement :meth:`splits`. ``loaders`` subsamples each split (``fraction``, stratified, fixed by
+    the run seed) and serves it either device-resident (:class:`DeviceLoader`) or through the PIL
+    path (:class:`PILLoader`). With ``augment='paper'`` the train split always takes the PIL path,
+    because RandAugment exists only as PIL operations; validation stays device-resident.
+    """
+
+    name: str
+    num_classes: int
+    in_chans: int
+    native_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(self, *, name: str, img_size: int | None, fraction: float, augment: str,
+                 device_resident: bool):
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.name = str(name)
+        self.img_size = int(img_size or self.native_size)
+        self.fraction = float(fraction)
+        self.augment = check_augment(augment)
+        self.device_resident = bool(device_resident)
+
+    def splits(self, seed: int) -> tuple[Split, Split]:
+        """(train, val) before ``fraction`` subsampling; may depend on the run seed (e.g. digits)."""
+        raise NotImplementedError
+
+    def loaders(self, batch_size: int, seed: int, device: torch.device | str, rank: int = 0,
+                world_size: int = 1, workers: int = 0) -> tuple[EpochLoader, EpochLoader]:
+        train, val = self.splits(seed)
+        train = train.subset(stratified_subset(train.labels, self.fraction, derive_seed(seed, "train")))
+        val = val.subset(stratified_subset(val.labels, self.fraction, derive_seed(seed, "val")))
+        common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
+        return (self._loader(train, train=True, workers=workers, **common),
+                self._loader(val, train=False, workers=workers, **common))
+
+    def _loader(self, split: Split, *, train: bool, workers: int, **common) -> EpochLoader:
+        augment = self.augment if train else "none"
+        if self.device_resident and augment != "paper":
+            return DeviceLoader(split.images, split.labels, mean=self.mean, std=self.std, train=train,
+                                augment=augment, img_size=self.img_size, **common)
+        if self.device_resident:
+            log.info("%s: augment=paper needs RandAugment on PIL images; train split uses the PIL path",
+                     self.name)
+        transform = array_transform(augment, train=train, native_size=self.native_size, size=self.img_size,
+                                    mean=self.mean, std=self.std)
+        dataset = SeededDataset(ArraySource.from_nchw(split.images), split.labels, transform)
+        return PILLoader(dataset, train=train, workers=workers, **common)
