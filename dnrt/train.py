@@ -122,6 +122,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None) -> Out
         print(f"[dnrt] {name}: skipped, {plan.detail} (run {plan.run_id})", flush=True)
         return Outcome("skipped", name, plan.run_id, plan.val_acc1, plan.detail)
     tracker = _open_tracker(cfg, plan, client, experiment_id) if dist_info.is_main else RunTracker(None, None)
+    tracker.set_tags({"dnrt.checkpoint": str(ckpt.resolve())})
     tracker.start_heartbeat()
     if tracker.active and cfg.tracking.system_metrics:
         tracker.start_system_metrics()

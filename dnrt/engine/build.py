@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -51,16 +54,28 @@ def amp_dtype(setting, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if setting else None
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices). Data order and augmentation do not use these:
+    loaders derive their randomness from (seed, epoch, rank), so a resume replays them exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
     t = cfg.trainer
+    seed_everything(int(cfg.seed))
     device = select_device(t.device, dist_info)
     data = instantiate(cfg.dataset)
     try:
         built = instantiate(cfg.model, num_classes=data.num_classes, img_size=data.img_size,
                             in_chans=data.in_chans, act=cfg.act.name)
-    except (AssertionError, ValueError, RuntimeError) as exc:
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, KeyError):  # an unknown model or activation name
+            raise ConfigError(str(cause.args[0] if cause.args else cause)) from exc
         raise ConfigError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} "
-                          f"({data.img_size} px, {data.in_chans} channels): {exc}") from exc
+                          f"({data.img_size} px, {data.in_chans} channels): {cause}") from exc
     model = built.model.to(device)
     channels_last = t.channels_last == "auto" and device.type == "cuda" or t.channels_last is True
     if channels_last and built.pooling == "avg2d":

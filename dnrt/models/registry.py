@@ -95,6 +95,9 @@ def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int 
     """Build ``name`` for ``img_size`` inputs with every activation replaced by ``act``
     (``""`` keeps the model's own). Returns the model and its default ARR taps."""
     spec = _MODELS.get(name)
+    if spec is not None and spec.family == "vit" and img_size % patch_size_for(img_size):
+        raise ValueError(f"{name} splits {img_size}-px inputs into {patch_size_for(img_size)}-px patches, "
+                         "which must divide the image size")
     if spec is not None:
         model = spec.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path=drop_path)
         taps, pooling = spec.taps, spec.pooling

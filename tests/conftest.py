@@ -1,0 +1,68 @@
+"""Shared fixtures: composed configs and a throw-away MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# Small and fast: a third of digits, batches of 32.
+FAST = ["dataset.fraction=0.3", "trainer.batch_size=32", "trainer.progress=false", "trainer.threads=1"]
+
+
+def compose_cfg(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` through Hydra's compose API (initialised once:
+    plugin discovery is the slow part)."""
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_dir(config_dir=str(CONF), version_base="1.3")
+    return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+@dataclass
+class Store:
+    """A fresh sqlite MLflow store and checkpoint root; ``overrides`` point a run at them."""
+
+    uri: str
+    ckpt_root: Path
+    root: Path
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+    def overrides(self, experiment: str = "test") -> list[str]:
+        return [f"tracking.uri={self.uri}", f"tracking.experiment={experiment}", f"trainer.ckpt_root={self.ckpt_root}"]
+
+    def runs(self, experiment: str = "test", children_only: bool = True) -> list:
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        runs = self.client.search_runs([exp.experiment_id], max_results=1000)
+        return [r for r in runs if r.data.tags.get("dnrt.kind") != "sweep"] if children_only else runs
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root),
+                "OMP_NUM_THREADS": "1"}
+
+    def launch(self, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+        """``python launch.py ARGS`` against this store; returns the finished process."""
+        proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=self.root, env=self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"launch.py {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "checkpoints", tmp_path)

@@ -1,0 +1,147 @@
+"""One-epoch training runs, exact resume, eval-only, and failures, against a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import dnrt.engine.trainer as trainer_module
+from dnrt.config import ConfigError
+from dnrt.engine.checkpoint import load_checkpoint
+from dnrt.train import checkpoint_path, train
+from tests.conftest import FAST, compose_cfg
+
+EPOCH_METRICS = ["train/loss", "train/loss_ce", "train/loss_arr", "train/acc1", "val/loss", "val/acc1", "val/acc5",
+                 "lr", "epoch_time_s", "train/throughput_img_s"]
+SCHEMA_PARAMS = ["model.name", "act.name", "regularizer.name", "regularizer.weight", "dataset.name", "seed", "optim.lr"]
+SCHEMA_TAGS = ["dnrt.config_hash", "dnrt.git_sha", "dnrt.status_detail"]
+
+
+@pytest.mark.parametrize("model,act,reg", list(itertools.product(["resnet18", "vit_tiny"], ["relu", "gelu", "raa"],
+                                                                   ["none", "arr"])))
+def test_one_epoch_run_has_the_schema(store, model, act, reg):
+    cfg = compose_cfg([f"model={model}", f"act={act}", f"regularizer={reg}", "trainer.epochs=1", *FAST,
+                       *store.overrides()])
+    outcome = train(cfg)
+    assert outcome.status == "finished" and 0 <= outcome.val_acc1 <= 100
+    (run,) = store.runs()
+    assert run.info.status == "FINISHED" and run.info.run_name == f"{model}-{act}-{reg}-digits-s0"
+    for key in SCHEMA_PARAMS:
+        assert key in run.data.params
+    assert run.data.params["act.name"] == act and run.data.params["regularizer.name"] == reg
+    for key in SCHEMA_TAGS:
+        assert run.data.tags.get(key)
+    for key in EPOCH_METRICS:
+        assert [m.step for m in store.client.get_metric_history(run.info.run_id, key)] == [1], key
+    assert run.data.metrics["final/val_acc1"] == pytest.approx(outcome.val_acc1)
+    assert run.data.metrics["best/val_acc1"] == pytest.approx(outcome.val_acc1)
+    if reg == "arr":
+        assert run.data.metrics["train/loss_arr"] > 0 and "val/loss_arr" in run.data.metrics
+    else:
+        assert run.data.metrics["train/loss_arr"] == 0
+    artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id)}
+    assert "config.yaml" in artifacts
+
+
+def _final_state(store, experiment, cfg):
+    from dnrt.config import config_hash
+
+    return load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
+
+
+def test_resume_is_identical_to_an_uninterrupted_run(store):
+    base = ["model=vit_tiny", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST]
+    straight = compose_cfg([*base, *store.overrides("straight")])
+    assert train(straight).status == "finished"
+
+    cut = compose_cfg([*base, *store.overrides("cut"), "trainer.stop_after=1"])
+    first = train(cut)
+    assert first.status == "stopped"
+    (killed,) = store.runs("cut")
+    assert killed.info.status == "KILLED"
+    resumed = train(compose_cfg([*base, *store.overrides("cut")]))  # the same command again
+    assert resumed.status == "resumed" and resumed.run_id == first.run_id
+
+    a, b = _final_state(store, "straight", straight), _final_state(store, "cut", cut)
+    assert a["epoch"] == b["epoch"] == 3
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    for key, tensor in a["arr"].items():
+        assert torch.equal(tensor, b["arr"][key]), key
+    (run_a,), (run_b,) = store.runs("straight"), store.runs("cut")
+    assert run_b.info.status == "FINISHED"
+    for key in ["train/loss", "val/acc1", "val/loss_arr", "lr"]:
+        ha = [(m.step, m.value) for m in store.client.get_metric_history(run_a.info.run_id, key)]
+        hb = [(m.step, m.value) for m in store.client.get_metric_history(run_b.info.run_id, key)]
+        assert [s for s, _ in hb] == [1, 2, 3], f"{key} logged {hb}"
+        assert ha == hb, key
+
+
+def test_second_launch_of_a_finished_config_is_skipped(store):
+    cfg = compose_cfg(["trainer.epochs=1", *FAST, *store.overrides()])
+    first = train(cfg)
+    again = train(cfg)
+    assert again.status == "skipped" and again.run_id == first.run_id
+    assert again.val_acc1 == pytest.approx(first.val_acc1)
+    assert len(store.runs()) == 1
+    forced = train(compose_cfg(["trainer.epochs=1", *FAST, *store.overrides(), "force=true"]))
+    assert forced.status == "finished" and len(store.runs()) == 2
+
+
+def test_eval_only_reports_the_last_epoch_and_arr_loss(store, capsys):
+    cfg = compose_cfg(["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, *store.overrides()])
+    train(cfg)
+    (run,) = store.runs()
+    ckpt = checkpoint_path(cfg, run.data.tags["dnrt.config_hash"])
+    capsys.readouterr()
+    out = train(compose_cfg([f"trainer.eval_only={ckpt}", *store.overrides()]))
+    assert out.val_acc1 == pytest.approx(run.data.metrics["val/acc1"], abs=1e-9)
+    printed = capsys.readouterr().out
+    import json
+
+    metrics = json.loads(printed.strip().splitlines()[-1])
+    assert metrics["val/loss_arr"] == pytest.approx(run.data.metrics["val/loss_arr"], rel=1e-6)
+    assert metrics["val/loss_arr"] > 0
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_everything(store):
+    cfg = compose_cfg(["regularizer=arr", "trainer.epochs=1", *FAST, *store.overrides()])
+    outcome = train(cfg)
+    (run,) = store.runs()
+    ckpt = load_checkpoint(run.data.tags["dnrt.checkpoint"])  # torch.load(weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "arr", "epoch", "rng", "run_id"):
+        assert key in ckpt
+    assert ckpt["run_id"] == outcome.run_id and ckpt["epoch"] == 1
+
+
+def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(store, monkeypatch):
+    real = trainer_module.train_one_epoch
+
+    def poisoned(model, *args, **kwargs):
+        if kwargs.get("epoch", args[5] if len(args) > 5 else 0) == 1:  # second epoch
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", poisoned)
+    cfg = compose_cfg(["trainer.epochs=2", *FAST, *store.overrides()])
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train(cfg)
+    (run,) = store.runs()
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLoss" in run.data.tags["dnrt.status_detail"]
+    assert "error.txt" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
+    ckpt = load_checkpoint(run.data.tags["dnrt.checkpoint"])
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+
+
+def test_model_dataset_mismatch_fails_before_training(store):
+    cfg = compose_cfg(["model=vit_tiny", "dataset.img_size=9", *FAST, *store.overrides()])
+    with pytest.raises(ConfigError, match="model=vit_tiny.*dataset=digits"):
+        train(cfg)
+    (run,) = store.runs()
+    assert run.info.status == "FAILED" and "ConfigError" in run.data.tags["dnrt.status_detail"]
+    assert "val/acc1" not in run.data.metrics
