@@ -1,0 +1,43 @@
+"""launch.py as a user runs it: help, bad input, and a sweep whose cells fail independently."""
+
+import pytest
+
+from tests.conftest import FAST
+
+
+def test_help_lists_the_groups(store):
+    proc = store.launch("--help", check=True)
+    for group in ("model", "act", "regularizer", "dataset", "optim", "sched", "trainer", "tracking"):
+        assert f"{group}:" in proc.stdout, group
+    assert "raa_relu" in proc.stdout and "vit_tiny" in proc.stdout
+
+
+def test_unknown_group_option_keeps_hydras_listing(store):
+    proc = store.launch("model=resnet81")
+    assert proc.returncode != 0
+    assert "resnet81" in proc.stderr and "Available options" in proc.stderr and "resnet18" in proc.stderr
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("override,key", [("optim.lr=-1", "optim.lr"), ("trainer.epochs=0", "trainer.epochs")])
+def test_invalid_value_exits_non_zero_naming_the_key(store, override, key):
+    proc = store.launch(override, *FAST, "tracking.experiment=test")
+    assert proc.returncode != 0
+    assert key in proc.stderr, proc.stderr
+    (run,) = store.runs()  # recorded, with the reason, and nothing trained
+    assert run.info.status == "FAILED" and key in run.data.tags["dnrt.status_detail"]
+    assert "train/loss" not in run.data.metrics
+
+
+def test_sweep_isolates_a_failing_cell_summarises_and_exits_non_zero(store):
+    proc = store.launch("-m", "optim.lr=1e-3,-1", "trainer.epochs=1", *FAST, "tracking.experiment=test")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "sweep summary" in out and "finished: 1" in out and "failed: 1" in out
+    assert "optim.lr" in out
+    runs = store.runs()
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    parents = [r for r in store.runs(children_only=False) if r.data.tags.get("dnrt.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert {r.data.tags["dnrt.sweep_id"] for r in runs} == {parents[0].data.tags["dnrt.sweep_id"]}
