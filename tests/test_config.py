@@ -6,7 +6,8 @@ from hydra.utils import instantiate
 from dnrt.config import ConfigError, config_hash, flat_params, run_name, validate
 from tests.conftest import CONF, compose_cfg
 
-GROUPS = ["model", "act", "regularizer", "dataset", "optim", "sched", "trainer", "tracking"]
+GROUPS = ["model", "act", "regularizer", "dataset", "optim", "sched", "trainer", "tracking", "mechanism", "experiment",
+          "hparams_search"]
 
 
 def _options(group):
@@ -15,9 +16,15 @@ def _options(group):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes(group, option):
-    cfg = compose_cfg([f"{group}={option}"])
-    assert cfg[group] is not None
+    cfg = compose_cfg([f"{group}={option}"], return_hydra_config=group in ("experiment", "hparams_search"))
     validate(cfg)
+    if group in ("experiment", "hparams_search"):  # presets are sweeps over groups that exist
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.hydra.sweeper.params
+        return
+    if group == "mechanism":
+        assert cfg.regularizer.name == ("arr" if option == "dnrt" else "none")
+        return
+    assert cfg[group] is not None
     if group == "act":
         assert cfg.act.name == option
     if group in ("model", "dataset", "regularizer"):

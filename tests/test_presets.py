@@ -1,0 +1,46 @@
+"""Paper presets: the authors' recipe, the right cells, and a one-epoch smoke sweep."""
+
+import pytest
+
+from tests.conftest import compose_cfg
+from tests.test_data import write_cifar10
+
+PRESETS = ["paper_vit", "paper_cnn", "paper_imagenet1k", "paper_ablation", "paper_longtail"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_carries_the_authors_recipe(preset):
+    cfg = compose_cfg([f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.trainer.epochs == 300 and cfg.trainer.batch_size == 256 and cfg.trainer.grad_clip == 1.0
+    assert cfg.optim.opt == "adamw" and cfg.optim.lr == pytest.approx(5e-4 * 256 / 512)
+    assert cfg.optim.weight_decay == 0.05
+    assert cfg.sched.warmup_epochs == 20 and cfg.sched.warmup_lr == 1e-6 and cfg.sched.min_lr == 1e-5
+    assert cfg.dataset.augment == "paper"
+    if preset != "paper_cnn":
+        assert cfg.model.drop_path == 0.1
+
+
+@pytest.mark.parametrize("dataset,weight", [("cifar10", 10.0), ("cifar100", 20.0)])
+def test_dnrt_cells_use_the_authors_arr_weight(dataset, weight):
+    cfg = compose_cfg(["experiment=paper_vit", f"dataset={dataset}", "mechanism=dnrt"])
+    assert (cfg.act.name, cfg.regularizer.name) == ("raa", "arr")
+    assert cfg.regularizer.weight == weight and cfg.regularizer.momentum == 0.1
+    base = compose_cfg(["experiment=paper_vit", f"dataset={dataset}", "mechanism=silu"])
+    assert (base.act.name, base.regularizer.name) == ("silu", "none")
+
+
+def test_paper_vit_smoke_sweep(store, tmp_path):
+    """`experiment=paper_vit trainer.epochs=1 dataset.fraction=0.01` on CIFAR-format files written here
+    (every ViT, the GELU and DNRT columns, CIFAR-10)."""
+    write_cifar10(tmp_path / "data" / "cifar10", per_class_train=20, per_class_test=4)
+    env_args = [f"data_dir={tmp_path / 'data'}", "trainer.progress=false", "trainer.threads=1"]
+    proc = store.launch("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
+                        "dataset=cifar10", "mechanism=gelu,dnrt",
+                        "tracking.experiment=test", *env_args, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = store.runs()
+    assert len(runs) == 10 and all(r.info.status == "FINISHED" for r in runs)
+    cells = {(r.data.params["model.name"], r.data.params["act.name"], r.data.params["regularizer.name"]) for r in runs}
+    models = ["vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small"]
+    assert cells == {(m, a, g) for m in models for a, g in [("gelu", "none"), ("raa", "arr")]}
+    assert {r.data.params["regularizer.weight"] for r in runs if r.data.params["regularizer.name"] == "arr"} == {"10.0"}
