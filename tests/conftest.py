@@ -14,6 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+pytest_plugins = ["tests.services.plugin"]
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Small and fast: a third of digits, batches of 32.

@@ -51,7 +51,7 @@ class EpochLoader:
         """Indices into the split this rank visits this epoch, in order: int64 [n] on the CPU
         (the tail a drop_last would discard is included)."""
         return epoch_order(self.num_samples, seed=self.seed, epoch=self.epoch, shuffle=self.train,
-                           rank=self.rank, world_size=self.world_size)
+                           rank=self.rank, world_size=self.world_size, batch_size=self.batch_size)
 
     def batch_indices(self) -> list[torch.Tensor]:
         """The index chunks of this epoch's batches (what ``__iter__`` will yield, in order)."""

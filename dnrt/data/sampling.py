@@ -33,12 +33,15 @@ def device_generator(device: torch.device, *keys: int | str) -> torch.Generator:
 
 
 def epoch_order(num_samples: int, *, seed: int, epoch: int, shuffle: bool, rank: int = 0,
-                world_size: int = 1) -> torch.Tensor:
+                world_size: int = 1, batch_size: int = 1) -> torch.Tensor:
     """The indices one rank visits in ``epoch``: int64 [n_rank] on the CPU.
 
-    Shuffled orders come from one permutation per (seed, epoch), shared by all ranks; rank r takes
-    every ``world_size``-th entry starting at r, after the tail is cut to a multiple of world_size
-    so every rank takes the same number of steps (DDP would hang otherwise). Unshuffled orders
+    Shuffled orders come from one permutation per (seed, epoch), shared by all ranks, cut into
+    global batches of ``world_size * batch_size``; rank r takes the r-th block of each. So the
+    ranks' batches concatenated in rank order are exactly the single-process batch of the same
+    global size, and ARR's rank-ordered memory update sees the same sample order as one process.
+    The tail (less than a global batch) is split evenly, cut to a multiple of world_size so every
+    rank takes the same number of steps (DDP would hang otherwise). Unshuffled orders
     (validation) are the identity, never sharded: every rank may evaluate the whole split.
     """
     if not shuffle:
@@ -46,8 +49,14 @@ def epoch_order(num_samples: int, *, seed: int, epoch: int, shuffle: bool, rank:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     perm = torch.randperm(num_samples, generator=cpu_generator(seed, "perm", epoch))
-    per_rank = num_samples // world_size
-    return perm[: per_rank * world_size][rank::world_size]
+    if world_size == 1:
+        return perm
+    span = world_size * batch_size
+    full = num_samples // span * span
+    blocks = perm[:full].view(-1, world_size, batch_size)[:, rank].reshape(-1)
+    tail = perm[full:]
+    per_rank = tail.numel() // world_size
+    return torch.cat([blocks, tail[: per_rank * world_size].view(world_size, per_rank)[rank]])
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:

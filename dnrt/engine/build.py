@@ -41,8 +41,10 @@ def select_device(name: str, dist_info: DistInfo) -> torch.device:
 
 
 def set_threads(n: int) -> None:
-    """``n`` intra-op threads; 0 = the cores this process may run on (its affinity, which
-    submitit/SLURM narrow to the job's cpus_per_task)."""
+    """``n`` intra-op threads; 0 = ``$OMP_NUM_THREADS`` when a launcher set it (parallel jobs get 1
+    each), else the cores this process may run on (its affinity, which SLURM narrows to the job)."""
+    if n <= 0 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        n = int(os.environ["OMP_NUM_THREADS"])
     if n <= 0:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
@@ -107,6 +108,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     _sync(device)
     elapsed = prior + time.perf_counter() - start
     bar.close()
+    if dist.is_available() and dist.is_initialized():  # log the global batch, not rank 0's share
+        dist.all_reduce(sums)
     loss_sum, ce_sum, arr_sum, correct, seen = sums.tolist()
     if not math.isfinite(loss_sum):
         raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch}")

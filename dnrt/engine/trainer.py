@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..tracking import RunTracker
@@ -16,6 +17,16 @@ from .build import Components
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
+
+
+def memories_identical_across_ranks(arr) -> bool:
+    """Whether every rank holds bit-identical ARR memories (DESIGN §3: updated from all ranks)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([torch.cat([m.mean.flatten().double(), m.count.double()]) for m in arr.memories])
+    parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, flat)
+    return all(torch.equal(parts[0], p) for p in parts[1:])
 
 
 class StopRequested(Exception):  # noqa: N818  (control flow)
@@ -118,6 +129,11 @@ class Trainer:
                 print(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
                       f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "
                       f"val {metrics['val/acc1']:.2f}% ({metrics['train/throughput_img_s']:.0f} img/s)", flush=True)
+        if self.dist.world_size > 1 and c.arr is not None:
+            identical = memories_identical_across_ranks(c.arr)
+            tracker.set_tags({"dnrt.arr_ranks_identical": str(identical).lower()})
+            if not identical:
+                raise RuntimeError("ARR memories diverged across DDP ranks")
         final = self.state.history[-1]["val/acc1"] if self.state.history else float("nan")
         tracker.log_metrics({"best/val_acc1": self.state.best_acc1, "final/val_acc1": final},
                             step=cfg.trainer.epochs)

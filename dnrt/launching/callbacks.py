@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -48,12 +49,26 @@ def print_summary(rows: list[dict[str, Any]], expected: int | None = None) -> Co
     return counts
 
 
+class LauncherUnavailable(RuntimeError):
+    """The chosen launcher cannot run on this machine."""
+
+
+def check_launcher(config: DictConfig) -> None:
+    target = str(config.hydra.launcher.get("_target_", ""))
+    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise LauncherUnavailable(
+            "hydra/launcher=slurm submits with SLURM's `sbatch`, which is not on this machine's PATH. "
+            "Run the same sweep locally with hydra/launcher=parallel (jobs as local processes) or "
+            "hydra/launcher=local (one after another), or launch from a SLURM login node.")
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config)
         uri = resolve_uri(config.tracking.uri)
         experiment_id = ensure_experiment(uri, str(config.tracking.experiment))  # once, before any job starts
         self.client = MlflowClient(uri)
