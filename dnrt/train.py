@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -90,6 +92,11 @@ def plan_run(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: s
 
 
 def _stale(run, stale_after_s: float) -> bool:
+    """Whether a RUNNING run's process is gone: on this host, its pid no longer exists; elsewhere,
+    its heartbeat is older than ``stale_after_s``."""
+    host, _, pid = run.data.tags.get(JOB_TAG, "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not psutil.pid_exists(int(pid))
     beat = float(run.data.tags.get(HEARTBEAT_TAG, run.info.start_time / 1000))
     return time.time() - beat > stale_after_s
 
