@@ -1,6 +1,8 @@
 """Model registry: paper models by name, any timm model otherwise."""
 
 from . import cnns, vits  # noqa: F401  (register the paper's models)
-from .registry import BuiltModel, create_model, list_models, model_spec, patch_size_for, register_model
+from .registry import BuiltModel, create_model, default_taps, list_models, model_spec, patch_size_for, register_model
 
-__all__ = ["BuiltModel", "create_model", "list_models", "model_spec", "patch_size_for", "register_model"]
+__all__ = [
+    "BuiltModel", "create_model", "default_taps", "list_models", "model_spec", "patch_size_for", "register_model",
+]

@@ -56,7 +56,7 @@ def patch_size_for(img_size: int) -> int:
     return max(1, img_size // 8) if img_size >= 32 else max(1, img_size // 4)
 
 
-def _timm_default_taps(model: nn.Module) -> tuple[list[str], str]:
+def default_taps(model: nn.Module) -> tuple[list[str], str]:
     names = {n for n, _ in model.named_children()}
     if "blocks" in names:
         return ["blocks.*"], ("cls" if getattr(model, "cls_token", None) is not None else "mean_tokens")
@@ -103,7 +103,7 @@ def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int 
         taps, pooling = spec.taps, spec.pooling
     else:
         model = _build_timm(name, num_classes, img_size, in_chans, drop_path)
-        taps, pooling = _timm_default_taps(model)
+        taps, pooling = default_taps(model)
     report = None
     if act:
         sample = torch.zeros(2, in_chans, img_size, img_size)
