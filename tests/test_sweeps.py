@@ -125,7 +125,7 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
     b = load_checkpoint(checkpoint_path(compose_cfg([*common, *store.overrides("ddp")]),
                                         two.data.tags["dnrt.config_hash"]))
     for key in a["arr"]:  # same global batches in the same order: the same class means
-        assert torch.allclose(a["arr"][key].double(), b["arr"][key].double(), atol=1e-4), key
+        assert torch.allclose(a["arr"][key].double(), b["arr"][key].double(), atol=2e-3), key
 
 
 def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(store):
