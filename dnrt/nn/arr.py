@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .memory import ClassResponseMemory
+from .memory import ClassResponseMemory, check_labels, ema_update
 from .taps import ResponseTaps
 
 
@@ -68,12 +68,30 @@ class ARR(nn.Module):
         responses = self.taps.responses
         if any(r is None for r in responses):
             raise RuntimeError("ARR called before a forward pass of the tapped model")
-        all_labels, offset = gather_in_rank_order(labels)
-        losses = []
         for r, memory in zip(responses, self.memories):
-            all_r, _ = gather_in_rank_order(r.detach())
-            targets = memory(all_r, all_labels)[offset: offset + r.shape[0]]
-            valid = memory.seen(labels).to(r.dtype)[:, None]
-            err = (r.float() - targets).abs() * valid
+            memory.check(r, labels)
+        targets = self._targets(torch.cat([r.detach().float() for r in responses], 1), labels.long())
+        losses = []
+        valid = self.memories[0].seen(labels).float()[:, None]  # all taps share the class counts
+        for r, t in zip(responses, targets.split([m.num_features for m in self.memories], 1)):
+            err = (r.float() - t).abs() * valid
             losses.append(err.sum() / (valid.sum() * r.shape[1]).clamp(min=1.0))
         return torch.stack(losses).mean()
+
+    @torch.no_grad()
+    def _targets(self, flat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Targets [B, sum d] for this rank's responses ``flat`` [B, sum d]: all taps in one update
+        (the label bookkeeping is the same for every tap), over all ranks' samples in rank order."""
+        all_flat, offset = gather_in_rank_order(flat)
+        all_labels, _ = gather_in_rank_order(labels)
+        first = self.memories[0]
+        check_labels(all_labels, first.num_classes)
+        mean = torch.cat([m.mean for m in self.memories], 1)
+        if not self.training:
+            return torch.where(first.seen(labels)[:, None], mean[labels], flat)
+        count = first.count.clone()
+        targets = ema_update(mean, count, all_flat, all_labels, first.momentum)
+        for m, part in zip(self.memories, mean.split([m.num_features for m in self.memories], 1)):
+            m.mean.copy_(part)
+            m.count.copy_(count)
+        return targets[offset: offset + flat.shape[0]]
