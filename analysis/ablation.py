@@ -13,10 +13,8 @@ import sys
 from mlflow import MlflowClient
 from rich.console import Console
 
-from dnrt.tracking import with_retry
-
 from .render import print_rich, write_outputs
-from .runs import AnalysisError, add_query_args, fetch_runs, open_client, query_from_args, shared_parent
+from .runs import AnalysisError, add_query_args, fetch_runs, log_to_parent, open_client, query_from_args
 from .table import AblationTable, add_pivot_args, build_table, parse_baseline, split_keys
 
 EXIT_NO_DATA = 2
@@ -60,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print_rich(table)
     paths = write_outputs(table, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)}")
-    parent = shared_parent(runs)
-    if parent and not args.no_log:
-        for path in paths:
-            with_retry(client.log_artifact, parent, str(path), "ablation")
-        print(f"logged to the sweep's parent run {parent} (artifacts: ablation/)")
-    elif not args.no_log:
-        print("not logged to MLflow: the runs do not share one sweep parent run (select one with --sweep-id)")
+    log_to_parent(client, runs, paths, "ablation", not args.no_log)
     return 0
 
 

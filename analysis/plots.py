@@ -26,7 +26,7 @@ from dnrt.tracking import with_retry
 from . import figures
 from .ablation import EXIT_NO_DATA, report_warnings, table_from_args
 from .responses import Collected, collect
-from .runs import ALIASES, AnalysisError, add_query_args, metric_history, run_row, shared_parent
+from .runs import ALIASES, AnalysisError, add_query_args, log_to_parent, metric_history, run_row
 from .table import add_pivot_args
 
 REG = ALIASES["regularizer"]
@@ -130,13 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_DATA
     for p in paths:
         print(f"wrote {p}")
-    parent = shared_parent(runs)
-    if parent and not args.no_log:
-        for p in paths:
-            with_retry(client.log_artifact, parent, str(p), "plots")
-        print(f"logged to the sweep's parent run {parent} (artifacts: plots/)")
-    elif not args.no_log:
-        print("not logged to MLflow: the runs do not share one sweep parent run (select one with --sweep-id)")
+    log_to_parent(client, runs, paths, "plots", not args.no_log)
     return 0
 
 

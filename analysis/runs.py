@@ -177,6 +177,19 @@ def shared_parent(df: pd.DataFrame) -> str | None:
     return parents.pop() if len(parents) == 1 and "" not in parents else None
 
 
+def log_to_parent(client: MlflowClient, runs: pd.DataFrame, paths, folder: str, enabled: bool = True) -> None:
+    """Log ``paths`` as artifacts under ``folder`` of the runs' shared sweep parent, if they have one."""
+    if not enabled:
+        return
+    parent = shared_parent(runs)
+    if parent is None:
+        print("not logged to MLflow: the runs do not share one sweep parent run (select one with --sweep-id)")
+        return
+    for path in paths:
+        with_retry(client.log_artifact, parent, str(path), folder)
+    print(f"logged to the sweep's parent run {parent} (artifacts: {folder}/)")
+
+
 def metric_history(client: MlflowClient, run_ids: list[str], key: str) -> pd.DataFrame:
     """Long frame ``run_id, step, value`` of one metric's history for several runs."""
     rows = [{"run_id": rid, "step": m.step, "value": m.value}
