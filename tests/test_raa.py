@@ -45,21 +45,23 @@ def test_random_parameters_match_formula(base, channel_dim, shape):
 
 
 @pytest.mark.parametrize("base", ["gelu", "relu"])
-def test_gradients_reach_both_parameters_and_match_autograd(base):
+@pytest.mark.parametrize("channel_dim,shape", [(-1, (5, 3, 8)), (1, (4, 8, 3, 5))])
+def test_gradients_reach_both_parameters_and_match_autograd(base, channel_dim, shape):
     torch.manual_seed(1)
-    raa = RAA(8, base=base).double()
+    raa = RAA(8, base=base, channel_dim=channel_dim).double()
     with torch.no_grad():
         raa.weight.normal_(0, 0.5)
         raa.bias.fill_(0.2)
-    x = torch.randn(5, 3, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda inp, w, b: _formula(inp, w, b, base, -1), (x, raa.weight, raa.bias))
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp, w, b: _formula(inp, w, b, base, channel_dim),
+                                    (x, raa.weight, raa.bias))
     raa(x).square().sum().backward()
     assert raa.weight.grad is not None and raa.weight.grad.abs().sum() > 0
     assert raa.bias.grad is not None and raa.bias.grad.abs().sum() > 0
     # the hand-written backward equals autograd through the formula
     w, b = raa.weight.detach().clone().requires_grad_(), raa.bias.detach().clone().requires_grad_()
     x2 = x.detach().clone().requires_grad_()
-    _formula(x2, w, b, base, -1).square().sum().backward()
+    _formula(x2, w, b, base, channel_dim).square().sum().backward()
     assert torch.allclose(raa.weight.grad, w.grad) and torch.allclose(raa.bias.grad, b.grad)
     assert torch.allclose(x.grad, x2.grad)
 
