@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
@@ -23,11 +22,9 @@ FAST = ["dataset.fraction=0.3", "trainer.batch_size=32", "trainer.progress=false
 
 
 def compose_cfg(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose ``conf/config.yaml`` with ``overrides`` through Hydra's compose API (initialised once:
-    plugin discovery is the slow part)."""
-    if not GlobalHydra.instance().is_initialized():
-        initialize_config_dir(config_dir=str(CONF), version_base="1.3")
-    return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    """Compose ``conf/config.yaml`` with ``overrides`` through Hydra's compose API."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 @dataclass
