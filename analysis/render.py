@@ -45,6 +45,16 @@ def _row_lines(table: AblationTable, row: tuple[str, ...]) -> list[str]:
                                                             for c in cells)]
 
 
+def _line_texts(table: AblationTable, row: tuple[str, ...], line: str, best_fmt: str) -> list[str]:
+    """One text per column for ``line`` of ``row``; the row's best ``ours`` cell through ``best_fmt``."""
+    texts = []
+    for col in table.col_values:
+        cell = table.cell(row, col)
+        text = cell_text(cell, line)
+        texts.append(best_fmt.format(text) if line == "ours" and cell is not None and cell.best else text)
+    return texts
+
+
 def col_label(col: tuple[str, ...]) -> str:
     return " / ".join(col)
 
@@ -69,11 +79,7 @@ def to_rich(table: AblationTable) -> Table:
     for i, row in enumerate(table.row_values):
         lines = _row_lines(table, row)
         for j, line in enumerate(lines):
-            texts = []
-            for col in table.col_values:
-                cell = table.cell(row, col)
-                text = cell_text(cell, line)
-                texts.append(f"[bold]{text}[/bold]" if line == "ours" and cell is not None and cell.best else text)
+            texts = _line_texts(table, row, line, "[bold]{}[/bold]")
             keys = list(row) if j == 0 else [""] * len(row)
             last = j == len(lines) - 1 and i < len(table.row_values) - 1
             t.add_row(*keys, LINE_LABEL[line], *texts, end_section=last)
@@ -95,11 +101,7 @@ def to_markdown(table: AblationTable) -> str:
            "|" + "|".join(["---"] * (len(table.rows) + 1) + ["---:"] * len(table.col_values)) + "|"]
     for row in table.row_values:
         for j, line in enumerate(_row_lines(table, row)):
-            texts = []
-            for col in table.col_values:
-                cell = table.cell(row, col)
-                text = cell_text(cell, line)
-                texts.append(f"**{text}**" if line == "ours" and cell is not None and cell.best else text)
+            texts = _line_texts(table, row, line, "**{}**")
             keys = list(row) if j == 0 else [""] * len(row)
             out.append("| " + " | ".join(_md_escape(x) for x in keys + [LINE_LABEL[line]] + texts) + " |")
     out += ["", caption(table), ""]
