@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .memory import ClassResponseMemory, check_labels, ema_update
+from .memory import ClassResponseMemory, check_labels, ema_update, stored_targets
 from .taps import ResponseTaps
 
 
@@ -60,10 +60,6 @@ class ARR(nn.Module):
         dims = [r.shape[1] for r in self.taps.responses]
         self.memories = nn.ModuleList(ClassResponseMemory(num_classes, d, momentum) for d in dims)
 
-    @property
-    def tap_paths(self) -> list[str]:
-        return self.taps.paths
-
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         responses = self.taps.responses
         if any(r is None for r in responses):
@@ -88,7 +84,7 @@ class ARR(nn.Module):
         check_labels(all_labels, first.num_classes)
         mean = torch.cat([m.mean for m in self.memories], 1)
         if not self.training:
-            return torch.where(first.seen(labels)[:, None], mean[labels], flat)
+            return stored_targets(mean, first.count, flat, labels)
         count = first.count.clone()
         targets = ema_update(mean, count, all_flat, all_labels, first.momentum)
         for m, part in zip(self.memories, mean.split([m.num_features for m in self.memories], 1)):

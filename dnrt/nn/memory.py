@@ -27,6 +27,13 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
             raise ValueError(f"labels must be in [0, {num_classes}), got values in [{lo}, {hi}]")
 
 
+def stored_targets(mean: torch.Tensor, count: torch.Tensor, responses: torch.Tensor, labels: torch.Tensor
+                   ) -> torch.Tensor:
+    """Eval-mode targets [B, D]: the stored class mean, or the response itself for a class never
+    seen (so it contributes no loss)."""
+    return torch.where((count[labels] > 0)[:, None], mean[labels], responses)
+
+
 def ema_update(mean: torch.Tensor, count: torch.Tensor, responses: torch.Tensor, labels: torch.Tensor,
                momentum: float) -> torch.Tensor:
     """Apply the one-by-one update of ``responses`` [B, D] with ``labels`` [B] to ``mean`` [K, D]
@@ -101,10 +108,6 @@ class ClassResponseMemory(nn.Module):
         """Bool [B]: whether each label's class has a stored mean."""
         return self.count[labels] > 0
 
-    def lookup(self, responses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Eval-mode targets: the stored mean, or the response itself for a class never seen."""
-        return torch.where(self.seen(labels)[:, None], self.mean[labels], responses)
-
     @torch.no_grad()
     def forward(self, responses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.check(responses, labels)
@@ -112,7 +115,7 @@ class ClassResponseMemory(nn.Module):
         r = responses.detach().to(self.mean.dtype)
         labels = labels.long()
         if not self.training:
-            return self.lookup(r, labels)
+            return stored_targets(self.mean, self.count, r, labels)
         return ema_update(self.mean, self.count, r, labels, self.momentum)
 
     def extra_repr(self) -> str:
