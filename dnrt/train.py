@@ -76,7 +76,7 @@ def plan_run(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: s
         return Plan("skip", done[0].info.run_id, acc, "a FINISHED run with this config exists (force=true re-runs)")
     ckpt_run = None
     if cfg.trainer.resume == "auto" and ckpt.is_file():
-        ckpt_run = load_checkpoint(ckpt).get("run_id")
+        ckpt_run = load_checkpoint(ckpt, mmap=True).get("run_id")  # the weights are read later, once
     for r in runs:
         if r.info.status == "FINISHED":
             continue
