@@ -102,7 +102,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if sc.progress and (i + 1) % sc.refresh == 0:
             s = sums.tolist()
             bar.set_postfix(loss=f"{s[0] / s[4]:.3f}", acc=f"{100 * s[3] / s[4]:.1f}",
-                            img_s=f"{s[4] / (time.perf_counter() - start):.0f}")
+                            img_s=f"{s[4] / (prior + time.perf_counter() - start):.0f}")  # incl. a resumed part
         bar.update(1)
         t_fetch = time.perf_counter()
     _sync(device)
