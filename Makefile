@@ -34,7 +34,7 @@ demo: setup
 	$(PY) -m analysis.plots --experiment $(DEMO_EXPERIMENT) --out outputs/demo/plots
 
 bench: setup
-	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
+	$(PY) -m benchmarks.run $(if $(QUICK),--quick,) --readme README.md
 
 ui: setup
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(or $(PORT),5000)

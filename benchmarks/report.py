@@ -34,6 +34,19 @@ def status(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
+README_START = "<!-- bench:start (written by make bench from benchmarks/results/latest.md) -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(path: Path, summary: str) -> None:
+    """Replace the text between the README's bench markers with ``summary``."""
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no '{README_START}' ... '{README_END}' block to update")
+    path.write_text(text[: start + len(README_START)] + "\n\n" + summary.strip() + "\n\n" + text[end:])
+
+
 def write_json(result: dict, path: Path) -> None:
     """Write atomically (``*.tmp`` then rename), so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,10 +125,13 @@ def markdown(result: dict) -> str:
                      f"{_fmt(ld.get('dataloader_imgs_per_s'))} images/s.")
     ov = ab.get("overhead") or {}
     if ov:
-        lines.append(f"- Sweep job fixed overhead (`startup_s`: process start → first training step, incl. "
-                     f"imports and MLflow run creation): {_fmt(ov.get('startup_s'), ' s')} "
-                     f"(samples {ov.get('startup_s_samples')}); job wall time {ov.get('job_wall_s')} s; "
-                     f"one-off store creation per sweep {_fmt(ov.get('store_create_s'), ' s')}.")
+        lines.append(f"- Sweep run fixed overhead (`startup_s`: job start → first training step, incl. MLflow run "
+                     f"creation; {ov.get('job')}): warm run {_fmt(ov.get('startup_s'), ' s')} "
+                     f"(samples {ov.get('warm_samples')}); cold run, the worker's first, "
+                     f"{_fmt(ov.get('cold_start_s'), ' s')}, of which {_fmt(ov.get('imports_s'), ' s')} is a fresh "
+                     f"interpreter importing torch, torchvision, timm and MLflow; mean over the sweep "
+                     f"{_fmt(ov.get('per_run_mean_s'), ' s')}; sweep wall time {_fmt(ov.get('sweep_wall_s'), ' s')}; "
+                     f"one-off store creation {_fmt(ov.get('store_create_s'), ' s')}.")
     gpu = result.get("gpu")
     lines.append("")
     if gpu:

@@ -1,6 +1,6 @@
 """Run every benchmark in one process and write ``results/latest.json`` and ``latest.md``.
 
-    python -m benchmarks.run [--quick | --smoke] [--threads N] [--out-dir DIR]
+    python -m benchmarks.run [--quick | --smoke] [--threads N] [--out-dir DIR] [--readme README.md]
 
 Each ratio comes from one run of this process with its sides interleaved (A B A B ...); the
 median of the per-round ratios is reported with every sample. ``--quick`` (``make bench
@@ -28,7 +28,7 @@ from .loader import measure_loader_speedup
 from .machine import available_cores, machine_info
 from .memory import measure_memory_speedup
 from .overhead import measure_overhead
-from .report import check_targets, markdown, write_json
+from .report import check_targets, markdown, update_readme, write_json
 from .steps import CONFIGS, StepResult, measure_steps
 from .timing import paired_ratio
 
@@ -49,15 +49,15 @@ class Settings:
     compile_backend: str
     cold_compile_cache: bool  # compile into an empty inductor cache (else: whatever cache exists)
     memory_rounds: int
-    overhead_runs: int
+    overhead_runs: int  # runs of the overhead sweep (one worker: 1 cold, the rest warm)
     loader_quick: bool
     gpu_images: int
 
 
 MODES = {
-    "full": Settings("full", 128, 2, 5, 2, 128, 2, 5, 2, "inductor", True, 15, 3, False, 50_000),
-    "quick": Settings("quick", 16, 2, 4, 1, 16, 2, 3, 1, "inductor", False, 7, 1, True, 10_000),
-    "smoke": Settings("smoke", 2, 1, 1, 1, 2, 1, 1, 1, "eager", False, 1, 1, True, 256),
+    "full": Settings("full", 128, 2, 5, 2, 128, 2, 5, 2, "inductor", True, 15, 6, False, 50_000),
+    "quick": Settings("quick", 16, 2, 8, 1, 16, 2, 3, 1, "inductor", False, 7, 4, True, 10_000),
+    "smoke": Settings("smoke", 2, 1, 1, 1, 2, 1, 1, 1, "eager", False, 1, 2, True, 256),
 }
 
 
@@ -166,7 +166,7 @@ def run(settings: Settings, out_dir: Path = RESULTS, threads: int | None = None)
         absolute["overhead"] = overhead
         if overhead.get("errors"):
             errors["sweep job overhead"] = "; ".join(overhead["errors"])
-        details["fixed_overhead_s"] = {"ratio": overhead["startup_s"], "samples": overhead["startup_s_samples"]}
+        details["fixed_overhead_s"] = {"ratio": overhead["startup_s"], "samples": overhead["warm_samples"]}
 
     gpu = None
     if torch.cuda.is_available():
@@ -206,10 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("DNRT_BENCH_THREADS", 0)) or None,
                         help="torch threads (default: $DNRT_BENCH_THREADS, else the available cores)")
+    parser.add_argument("--readme", type=Path, help="also write the summary into this README's bench block")
     args = parser.parse_args(argv)
     settings = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     result = run(settings, args.out_dir, args.threads)
-    print((args.out_dir / "latest.md").read_text())
+    summary = (args.out_dir / "latest.md").read_text()
+    print(summary)
+    if args.readme:
+        update_readme(args.readme, summary)
     _log(f"wrote {args.out_dir / 'latest.json'} and latest.md in {result['wall_s']:.0f} s")
     return 1 if result["errors"] else 0
 

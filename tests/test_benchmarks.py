@@ -66,9 +66,10 @@ def test_targets_pass_fail_and_missing():
     assert t["device_loader_speedup"]["pass"] is None
 
 
-def test_overhead_job_is_tiny_and_isolated(tmp_path):
-    cmd = " ".join(job_command(tmp_path, seed=3))
-    for part in ("dataset=synthetic", "trainer.epochs=1", "seed=3", f"trainer.ckpt_root={tmp_path}"):
+def test_overhead_sweep_is_tiny_and_isolated(tmp_path):
+    cmd = " ".join(job_command(tmp_path, runs=3))
+    for part in ("-m", "hydra/launcher=parallel", "dataset=synthetic", "trainer.epochs=1", "seed=0,1,2",
+                 f"trainer.ckpt_root={tmp_path}", f"hydra.sweep.dir={tmp_path}"):
         assert part in cmd
 
 
@@ -88,7 +89,8 @@ def smoke(tmp_path, monkeypatch):
         "device_loader_speedup": 6.0, "device_imgs_per_s": 600.0, "dataloader_imgs_per_s": 100.0,
         "rounds": {"device": [600.0], "dataloader": [100.0]}})
     monkeypatch.setattr(run, "measure_overhead", lambda runs: {
-        "startup_s": 7.5, "startup_s_samples": [7.5], "job_wall_s": [20.0], "store_create_s": 3.0})
+        "startup_s": 7.5, "warm_samples": [7.5], "cold_start_s": 12.0, "per_run_mean_s": 9.0, "imports_s": 6.0,
+        "sweep_wall_s": 40.0, "store_create_s": 3.0, "job": "fake"})
     monkeypatch.setattr(run, "measure_memory_speedup", lambda rounds: measure_memory_speedup(
         batch_size=8, num_features=4, num_classes=3, taps=2, rounds=rounds))
     assert run.main(["--smoke", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
@@ -126,3 +128,25 @@ def test_gpu_section_code_path_on_cpu():
     out = epoch_times("cpu", num_images=8, batch_size=4, models=("vit_tiny",), configs=(("raa", "arr"),))
     fig = out["vit_tiny"]["raa+arr"]
     assert fig["epoch_time_s"] > 0 and 0.0 <= fig["data_time_frac"] <= 1.0 and fig["gpu_util_pct"] is None
+
+
+def test_overhead_sweep_real_one_cold_run_then_warm_runs():
+    """The real overhead sweep: one worker, so the first run pays the imports and the next reuse them."""
+    from benchmarks.overhead import measure_overhead
+
+    out = measure_overhead(runs=2)
+    assert "errors" not in out, out.get("errors")
+    assert out["cold_start_s"] > 0 and len(out["warm_samples"]) == 1 and out["startup_s"] > 0
+    assert out["imports_s"] > 0 and out["per_run_mean_s"] > 0
+
+
+def test_readme_bench_block_is_replaced_and_the_rest_kept(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
+    report.update_readme(readme, "| new | table |\n")
+    text = readme.read_text()
+    assert "old table" not in text and "| new | table |" in text
+    assert text.startswith("# T\n\nbefore\n") and text.endswith(f"{report.README_END}\nafter\n")
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="bench"):
+        report.update_readme(readme, "x")

@@ -29,8 +29,11 @@ def test_invalid_value_exits_non_zero_naming_the_key(store, override, key):
     assert "train/loss" not in run.data.metrics
 
 
-def test_sweep_isolates_a_failing_cell_summarises_and_exits_non_zero(store):
-    proc = store.launch("-m", "optim.lr=1e-3,-1", "trainer.epochs=1", *FAST, "tracking.experiment=test")
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel", "hydra.launcher.max_jobs=1"]],
+                         ids=["in-process", "packed-worker"])
+def test_sweep_isolates_a_failing_cell_summarises_and_exits_non_zero(store, launcher):
+    # the failing cell comes first: the process (one worker for both cells) must go on to the next
+    proc = store.launch("-m", *launcher, "optim.lr=-1,1e-3", "trainer.epochs=1", *FAST, "tracking.experiment=test")
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "sweep summary" in out and "finished: 1" in out and "failed: 1" in out
@@ -41,3 +44,7 @@ def test_sweep_isolates_a_failing_cell_summarises_and_exits_non_zero(store):
     assert len(parents) == 1 and parents[0].info.status == "FAILED"
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert {r.data.tags["dnrt.sweep_id"] for r in runs} == {parents[0].data.tags["dnrt.sweep_id"]}
+    (finished,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert finished.data.tags["dnrt.startup"] == "warm"  # the same process ran the failed cell first
+    if launcher:
+        assert len({r.data.tags["dnrt.job_id"] for r in runs}) == 1, [r.data.tags for r in runs]

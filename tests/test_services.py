@@ -22,6 +22,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from hydra_plugins.dnrt_launcher.packed import assign_packs
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
@@ -167,8 +169,28 @@ def test_launcher_options_compose():
     assert slurm.partition is None and slurm.submitit_folder.endswith("/.submitit/%j")
     assert _launcher("hydra/launcher=local")._target_.endswith("BasicLauncher")
     parallel = _launcher("hydra/launcher=parallel")
-    assert parallel._target_.endswith("LocalLauncher") and parallel.cpus_per_task == 1
+    assert parallel._target_.endswith("PackedLocalLauncher") and parallel.cpus_per_task == 1
     assert "export OMP_NUM_THREADS=1" in parallel.setup
+    assert (parallel.max_jobs, parallel.runs_per_job) == (int(os.environ.get("DNRT_MAX_PARALLEL", 2)), 1)
+    assert slurm._target_.endswith("PackedSlurmLauncher") and (slurm.runs_per_job, slurm.max_jobs) == (1, None)
+    assert _launcher("hydra/launcher=slurm", "hydra.launcher.runs_per_job=8").runs_per_job == 8
+
+
+@pytest.mark.parametrize("runs,per_job,max_jobs,expected", [
+    (3, 1, None, [[0], [1], [2]]),  # the stock one run per job
+    (5, 2, None, [[0, 3], [1, 4], [2]]),
+    (5, 1, 2, [[0, 2, 4], [1, 3]]),  # max_jobs wins: more runs per job
+    (2, 8, None, [[0, 1]]),
+    (4, 1, 9, [[0], [1], [2], [3]]),
+])
+def test_assign_packs_deals_runs_round_robin(runs, per_job, max_jobs, expected):
+    assert assign_packs(runs, per_job, max_jobs) == expected
+
+
+@pytest.mark.parametrize("per_job,max_jobs,key", [(0, None, "runs_per_job"), (1, 0, "max_jobs")])
+def test_assign_packs_names_a_bad_setting(per_job, max_jobs, key):
+    with pytest.raises(ValueError, match=f"hydra.launcher.{key}"):
+        assign_packs(4, per_job, max_jobs)
 
 
 APP = """\
@@ -181,7 +203,8 @@ import hydra
 @hydra.main(config_path={conf!r}, config_name="config", version_base="1.3")
 def main(cfg):
     out = Path({out!r}) / f"seed{{cfg.seed}}.txt"
-    out.write_text(f"{{os.environ.get('SLURM_JOB_ID', '-')}} {{os.environ.get('OMP_NUM_THREADS', '-')}}")
+    env = os.environ
+    out.write_text(f"{{env.get('SLURM_JOB_ID', '-')}} {{env.get('OMP_NUM_THREADS', '-')}} {{os.getpid()}}")
     return cfg.seed
 
 
@@ -190,8 +213,10 @@ if __name__ == "__main__":
 """
 
 
-def _run_sweep(tmp_path: Path, *overrides: str, env: dict | None = None) -> dict[int, list[str]]:
-    """A two-job Hydra multirun of a tiny app on the project's config; returns seed -> [job id, threads].
+def _run_sweep(tmp_path: Path, *overrides: str, env: dict | None = None, seeds: tuple[int, ...] = (1, 2)
+               ) -> dict[int, list[str]]:
+    """A Hydra multirun (one run per seed) of a tiny app on the project's config; returns
+    seed -> [SLURM job id, threads, pid].
 
     The project's Hydra callbacks (MLflow sweep bookkeeping) are switched off: this checks the
     launcher configs, not the training glue, and keeps each job light.
@@ -203,23 +228,34 @@ def _run_sweep(tmp_path: Path, *overrides: str, env: dict | None = None) -> dict
     callbacks = _hydra().get("callbacks", None) or {}
     no_callbacks = [f"~hydra.callbacks.{name}" for name in callbacks]
     env = {**(env or os.environ), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cmd = [sys.executable, str(app), "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    cmd = [sys.executable, str(app), "-m", f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
            *no_callbacks, *overrides]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-    return {seed: (out / f"seed{seed}.txt").read_text().split() for seed in (1, 2)}
+    return {seed: (out / f"seed{seed}.txt").read_text().split() for seed in seeds}
 
 
 def test_hydra_slurm_launcher_runs_a_sweep_on_the_cluster(slurm_cluster, tmp_path):
     results = _run_sweep(tmp_path, "hydra/launcher=slurm", _resources_override("debug_cpu"),
                          env=slurm_cluster.env)
-    for job_id, threads in results.values():
+    for job_id, threads, _ in results.values():
         assert job_id != "-" and threads == "1"
+    assert len({job_id for job_id, _, _ in results.values()}) == 2  # one SLURM job per run
 
 
-def test_hydra_parallel_launcher_runs_a_sweep_locally(tmp_path):
-    results = _run_sweep(tmp_path, "hydra/launcher=parallel", "hydra.launcher.timeout_min=10")
-    assert all(threads == "1" for _, threads in results.values())
+def test_hydra_slurm_launcher_packs_runs_into_one_job(slurm_cluster, tmp_path):
+    results = _run_sweep(tmp_path, "hydra/launcher=slurm", _resources_override("debug_cpu"),
+                         "hydra.launcher.runs_per_job=2", env=slurm_cluster.env)
+    (job,) = {tuple(v) for v in results.values()}  # both runs: the same SLURM job, the same process
+    assert job[0] != "-" and job[1] == "1"
+
+
+def test_hydra_parallel_launcher_deals_runs_to_workers(tmp_path):
+    results = _run_sweep(tmp_path, "hydra/launcher=parallel", "hydra.launcher.timeout_min=10", seeds=(1, 2, 3),
+                         env={**os.environ, "DNRT_MAX_PARALLEL": "2"})
+    assert all(threads == "1" for _, threads, _ in results.values())
+    pid = {seed: v[2] for seed, v in results.items()}
+    assert pid[1] == pid[3] != pid[2]  # two workers; runs dealt round-robin
 
 
 # -------------------------------------------------------------------------------------------- MLflow

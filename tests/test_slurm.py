@@ -73,3 +73,31 @@ def test_requeued_job_continues_the_same_run_exactly(store, slurm_cluster, how):
             other = b[part][key]
             assert torch.equal(tensor, other) if exact else torch.allclose(tensor.double(), other.double(),
                                                                            atol=1e-3), key
+
+
+def test_requeued_packed_job_skips_its_finished_run_and_resumes_the_other(store, slurm_cluster):
+    """Two runs packed into one SLURM job; submitit's SIGUSR2 lands while the second trains. The
+    requeued job runs the pack again: the first run is skipped, the second resumes."""
+    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, "dataset.fraction=0.6"]
+    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, "hydra.launcher.runs_per_job=2", *common,
+            "seed=0,1", "tracking.experiment=packed"]
+    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # seed 0 done, seed 1 in its second epoch
+        second = [r for r in store.runs("packed") if r.data.params.get("seed") == "1"]
+        if second and store.client.get_metric_history(second[0].info.run_id, "val/acc1"):
+            break
+        time.sleep(1)
+    else:
+        sweep.kill()
+        pytest.fail("the packed SLURM job never reached its second run:\n" + slurm_cluster.logs())
+    (job,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()  # one job for both runs
+    slurm_cluster.run("scancel", "--signal=USR2", job)
+    out, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, out[-4000:]
+    runs = store.runs("packed")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:  # nothing trained twice, nothing lost
+        assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
+    assert "finished: 1, resumed: 1" in out, out[-3000:]

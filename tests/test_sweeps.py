@@ -39,8 +39,8 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(store, attempt):
     assert default is None or store.client.search_runs([default.experiment_id]) == []
 
 
-def test_eight_parallel_runs_log_to_a_real_mlflow_server(store, mlflow_server):
-    env = {**store.env(), "MLFLOW_TRACKING_URI": mlflow_server.uri, "DNRT_MAX_PARALLEL": "8"}
+def test_eight_runs_on_four_workers_log_to_a_real_mlflow_server(store, mlflow_server):
+    env = {**store.env(), "MLFLOW_TRACKING_URI": mlflow_server.uri, "DNRT_MAX_PARALLEL": "4"}
     proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=parallel", "tracking=server",
                            "trainer.epochs=2", *FAST, "dataset.fraction=0.1", "seed=range(8)",
                            "tracking.experiment=server8"], cwd=store.root, env=env, capture_output=True, text=True,
@@ -85,7 +85,7 @@ def _kill_tree(pid: int) -> None:
 def test_interrupted_sweep_finishes_only_what_is_missing(store):
     args = [sys.executable, str(ROOT / "launch.py"), "-m", *PARALLEL, "trainer.epochs=2", "seed=0,1,2,3",
             "tracking.experiment=test"]
-    env = {**store.env(), "DNRT_MAX_PARALLEL": "1"}  # one at a time, so the kill lands mid-sweep
+    env = {**store.env(), "DNRT_MAX_PARALLEL": "1"}  # one worker, so the kill lands mid-sweep
     first = subprocess.Popen(args, cwd=store.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and not any(r.info.status == "FINISHED" for r in store.runs()):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..tracking import RunTracker
+from . import clock
 from .build import Components
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
@@ -100,8 +99,9 @@ class Trainer:
                 tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
         stop_after = cfg.trainer.stop_after
         first_epoch = self.state.epoch
-        # the fixed cost of a sweep job: interpreter start, imports, store, model build, run creation
-        tracker.log_metrics({"startup_s": time.time() - psutil.Process().create_time()}, step=first_epoch)
+        # the fixed cost of a sweep job: (interpreter start, imports,) config, data, model, run creation
+        tracker.log_metrics({"startup_s": clock.startup_s()}, step=first_epoch)
+        tracker.set_tags({"dnrt.startup": "warm" if clock.is_warm() else "cold"})
         for epoch in range(self.state.epoch, cfg.trainer.epochs):
             if stop_after is not None and epoch - first_epoch >= stop_after:
                 raise StopRequested(f"stopped after epoch {epoch} (trainer.stop_after={stop_after})", epoch)

@@ -31,7 +31,18 @@ def read_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     path = sweep_dir / SUMMARY_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # A requeued packed job runs its whole pack again: a run it finished before the requeue then
+    # reports "skipped". Count each run once, as what happened to it first in this sweep.
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        run_id = row.get("run_id")
+        if run_id in seen and row["status"] == "skipped":
+            continue
+        seen.add(run_id)
+        kept.append(row)
+    return kept
 
 
 def print_summary(rows: list[dict[str, Any]], expected: int | None = None) -> Counter:

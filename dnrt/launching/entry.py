@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..config import run_name
+from ..engine import clock
 from ..train import Outcome, train
 from .preempt import PreemptionWatcher
 
@@ -38,42 +36,21 @@ def record(sweep_dir: Path, outcome: Outcome) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def parallel_slot(sweep_dir: Path | None):
-    """Hold one of ``$DNRT_MAX_PARALLEL`` slots of the sweep while training. submitit's local
-    executor starts every job at once; the slots (file locks, released even if the job dies)
-    cap how many train at the same time."""
-    limit = int(os.environ.get("DNRT_MAX_PARALLEL", "0") or 0)
-    if limit <= 0 or sweep_dir is None:
-        yield
-        return
-    slots = sweep_dir / ".slots"
-    slots.mkdir(parents=True, exist_ok=True)
-    while True:
-        for i in range(limit):
-            fd = os.open(slots / str(i), os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-            return
-        time.sleep(0.5)
-
-
 def run_job(cfg: DictConfig) -> float:
     """Train ``cfg``; return its final val top-1 (NaN if none). In a multirun a failure is recorded
     and the sweep goes on; a single run re-raises it so the process exits non-zero."""
+    clock.begin_job()
+    try:
+        return _run_job(cfg)
+    finally:
+        clock.end_job()
+
+
+def _run_job(cfg: DictConfig) -> float:
     sweep_dir = _multirun_dir()
     watcher = PreemptionWatcher().install()
     try:
-        with parallel_slot(sweep_dir):
-            outcome = train(cfg, should_stop=watcher)
+        outcome = train(cfg, should_stop=watcher)
     except Exception as exc:
         watcher.restore()
         if sweep_dir is None:

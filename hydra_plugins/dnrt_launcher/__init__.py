@@ -1,0 +1,1 @@
+"""dnrt's Hydra launchers: submitit launchers that pack several sweep runs into one job."""

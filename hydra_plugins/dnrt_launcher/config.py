@@ -1,0 +1,36 @@
+"""Config schemas of the packed launchers, registered as ``hydra/launcher: dnrt_local, dnrt_slurm``.
+
+They extend hydra-submitit-launcher's schemas with two keys that decide how runs are packed:
+
+- ``runs_per_job``: at most this many sweep runs share one submitit job (one process, imports
+  paid once); 1 is the stock one-run-per-job behaviour;
+- ``max_jobs``: at most this many jobs per sweep batch (more runs per job if needed); null: no cap.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+
+PACKAGE = "hydra_plugins.dnrt_launcher.packed"
+
+
+@dataclass
+class PackedLocalConf(LocalQueueConf):
+    _target_: str = f"{PACKAGE}.PackedLocalLauncher"
+    runs_per_job: int = 1
+    max_jobs: Optional[int] = None  # noqa: UP045  (OmegaConf's structured configs need Optional)
+    # shell lines before each job (submitit's LocalExecutor supports them; the stock schema lacks the key)
+    setup: Optional[list[str]] = None  # noqa: UP045
+
+
+@dataclass
+class PackedSlurmConf(SlurmQueueConf):
+    _target_: str = f"{PACKAGE}.PackedSlurmLauncher"
+    runs_per_job: int = 1
+    max_jobs: Optional[int] = None  # noqa: UP045
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="dnrt_local", node=PackedLocalConf, provider="dnrt")
+ConfigStore.instance().store(group="hydra/launcher", name="dnrt_slurm", node=PackedSlurmConf, provider="dnrt")
