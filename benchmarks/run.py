@@ -55,8 +55,8 @@ class Settings:
 
 
 MODES = {
-    "full": Settings("full", 128, 2, 5, 2, 128, 2, 5, 2, "inductor", True, 15, 6, False, 50_000),
-    "quick": Settings("quick", 16, 2, 8, 1, 16, 2, 3, 1, "inductor", False, 7, 4, True, 10_000),
+    "full": Settings("full", 128, 2, 5, 2, 128, 2, 5, 2, "inductor", True, 25, 6, False, 50_000),
+    "quick": Settings("quick", 16, 2, 8, 1, 16, 4, 6, 2, "inductor", False, 15, 4, True, 10_000),
     "smoke": Settings("smoke", 2, 1, 1, 1, 2, 1, 1, 1, "eager", False, 1, 2, True, 256),
 }
 
