@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,6 +63,22 @@ class Store:
         return proc
 
 
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite store with MLflow's schema, made once: migrating a new file takes seconds."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path, migrated_db: Path) -> Store:
+    """A throw-away store: a copy of the migrated empty one."""
+    shutil.copyfile(migrated_db, tmp_path / "mlflow.db")
+    return Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "checkpoints", tmp_path)
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path) -> Store:
+    """A store whose sqlite file does not exist yet: the first process to write creates it."""
     return Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "checkpoints", tmp_path)

@@ -30,7 +30,7 @@ def test_two_by_two_sweep_on_slurm(store, slurm_cluster):
 def test_requeued_job_continues_the_same_run_exactly(store, slurm_cluster, how):
     """`scontrol requeue` (SIGTERM, then the job runs again) or submitit's SIGUSR2 (checkpoint, the job
     requeues itself): one MLflow run, every epoch once, and the weights of an uninterrupted run."""
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST, "dataset.fraction=0.6"]
+    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST, "dataset.fraction=0.4"]
     args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *common, f"tracking.experiment={how}"]
     sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -51,6 +51,7 @@ def test_requeued_job_continues_the_same_run_exactly(store, slurm_cluster, how):
     out, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, out[-4000:]
 
+    assert "resumed: 1" in out, out[-3000:]  # the signal landed mid-run and the job came back
     (run,) = store.runs(how)  # no duplicate run
     assert run.info.status == "FINISHED"
     assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2, 3]
@@ -78,7 +79,7 @@ def test_requeued_job_continues_the_same_run_exactly(store, slurm_cluster, how):
 def test_requeued_packed_job_skips_its_finished_run_and_resumes_the_other(store, slurm_cluster):
     """Two runs packed into one SLURM job; submitit's SIGUSR2 lands while the second trains. The
     requeued job runs the pack again: the first run is skipped, the second resumes."""
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, "dataset.fraction=0.6"]
+    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, "dataset.fraction=0.4"]
     args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, "hydra.launcher.runs_per_job=2", *common,
             "seed=0,1", "tracking.experiment=packed"]
     sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,

@@ -26,7 +26,9 @@ def _finished_by_hash(runs):
 
 
 @pytest.mark.parametrize("attempt", range(2))  # repeated: the races it guards against are intermittent
-def test_parallel_sweep_on_a_brand_new_sqlite_store(store, attempt):
+def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store, attempt):
+    store = fresh_store
+    assert not (store.root / "mlflow.db").exists()
     env = {**store.env(), "DNRT_MAX_PARALLEL": "6"}  # all six start together
     proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *PARALLEL, "seed=0,1,2",
                            "act=gelu,raa", f"tracking.experiment=fresh{attempt}"], cwd=store.root, env=env,
