@@ -78,7 +78,8 @@ def markdown(result: dict) -> str:
         f"Measured with `python -m benchmarks.run{'' if st['mode'] == 'full' else ' --' + st['mode']}` "
         f"({st['mode']} mode, {result['created']}, {result['wall_s']:.0f} s) on **{mc['cpu_model']}**, "
         f"{mc['available_cores']} of {mc['logical_cores']} cores, torch {mc['torch']}, "
-        f"{mc['torch_threads']} threads, GPU: {mc['gpu'] or 'none'}. "
+        f"{mc['torch_threads']} threads, GPU: {mc['gpu'] or 'none'}, glibc malloc keeps freed memory: "
+        f"{'yes' if mc.get('malloc_keep_freed') else 'no'} (as in training). "
         f"Load average at start / end: {mc['load_avg_start'][0]} / {mc['load_avg_end'][0]}.",
         "",
         f"Step ratios: fwd + bwd + AdamW step at 32 px, B={st['batch_size']} "

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from dnrt.engine.allocator import keep_freed_memory
+
 from .loader import measure_loader_speedup
 from .machine import available_cores, machine_info
 from .memory import measure_memory_speedup
@@ -124,7 +126,7 @@ def run(settings: Settings, out_dir: Path = RESULTS, threads: int | None = None)
     ``latest.json`` / ``latest.md`` under ``out_dir``; returns the result."""
     t0 = time.perf_counter()
     torch.set_num_threads(threads or available_cores())
-    machine = machine_info()
+    machine = {**machine_info(), "malloc_keep_freed": keep_freed_memory()}  # as dnrt.train does
     errors: dict[str, str] = {}
     details: dict[str, dict] = {}
     absolute: dict[str, dict] = {"images_per_s": {}, "peak_rss_delta_mib": {}}

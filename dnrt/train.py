@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .config import config_hash, run_name, validate
+from .engine.allocator import keep_freed_memory
 from .engine.build import build_components, set_threads
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import DistInfo, broadcast_object, init_distributed
@@ -112,6 +113,7 @@ def _open_tracker(cfg: DictConfig, plan: Plan, client: MlflowClient, experiment_
 def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None) -> Outcome:
     """Run (or skip, or resume) the training that ``cfg`` describes."""
     set_threads(int(cfg.trainer.threads))
+    keep_freed_memory()
     if cfg.trainer.eval_only:
         return evaluate_checkpoint(cfg)
     dist_info = init_distributed()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -146,3 +149,11 @@ def test_model_dataset_mismatch_fails_before_training(store):
     (run,) = store.runs()
     assert run.info.status == "FAILED" and "ConfigError" in run.data.tags["dnrt.status_detail"]
     assert "val/acc1" not in run.data.metrics
+
+
+def test_allocator_keeps_freed_memory_once_and_can_be_switched_off():
+    code = "from dnrt.engine.allocator import keep_freed_memory as k; print(k(), k())"
+    for env, expected in (({}, "True True"), ({"DNRT_MALLOC_KEEP": "0"}, "False False")):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+                             text=True, check=True)
+        assert out.stdout.split() == expected.split(), out.stderr
