@@ -58,6 +58,12 @@ class _TokenRAAGelu(torch.autograd.Function):
 
 def _token_shift(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, channel_dim: int) -> torch.Tensor:
     """s = w.x + b per token (channel_dim=-1: [..., 1]) or per position (channel_dim=1: [B, 1, ...])."""
+    if torch.compiler.is_compiling():
+        # a multiply-reduce the compiler fuses with the activation around it (forward and backward);
+        # a BLAS matrix-vector call would be an opaque kernel with its own passes over x
+        w_shape = [1] * x.ndim
+        w_shape[channel_dim] = -1
+        return (x * weight.view(w_shape).to(x.dtype)).sum(channel_dim, keepdim=True) + bias.to(x.dtype)
     if channel_dim == -1:
         return F.linear(x, weight.unsqueeze(0), bias)
     if x.ndim == 4:  # a 1x1 convolution with one output channel
