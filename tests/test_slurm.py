@@ -26,23 +26,29 @@ def test_two_by_two_sweep_on_slurm(store, slurm_cluster):
     assert all(r.data.tags["dnrt.job_id"][0].isdigit() for r in runs)  # a SLURM job id, not host:pid
 
 
+def _sweep_until_epoch_one(store, slurm_cluster, overrides: list[str], experiment: str, seed: str | None = None
+                           ) -> subprocess.Popen:
+    """Start a SLURM sweep and return once a run (of ``seed``, if given) has logged its first epoch."""
+    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *overrides]
+    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        runs = [r for r in store.runs(experiment) if seed is None or r.data.params.get("seed") == seed]
+        if runs and store.client.get_metric_history(runs[0].info.run_id, "val/acc1"):
+            return sweep
+        time.sleep(1)
+    sweep.kill()
+    pytest.fail(f"no SLURM run{'' if seed is None else ' of seed ' + seed} logged an epoch:\n" + slurm_cluster.logs())
+
+
 @pytest.mark.parametrize("how", ["requeue", "usr2"])
 def test_requeued_job_continues_the_same_run_exactly(store, slurm_cluster, how):
     """`scontrol requeue` (SIGTERM, then the job runs again) or submitit's SIGUSR2 (checkpoint, the job
     requeues itself): one MLflow run, every epoch once, and the weights of an uninterrupted run."""
     common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST, "dataset.fraction=0.4"]
-    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *common, f"tracking.experiment={how}"]
-    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:  # wait for epoch 1 in MLflow, then interrupt during epoch 2
-        runs = store.runs(how)
-        if runs and store.client.get_metric_history(runs[0].info.run_id, "val/acc1"):
-            break
-        time.sleep(1)
-    else:
-        sweep.kill()
-        pytest.fail("the SLURM job never logged an epoch:\n" + slurm_cluster.logs())
+    # wait for epoch 1 in MLflow, then interrupt during epoch 2
+    sweep = _sweep_until_epoch_one(store, slurm_cluster, [*common, f"tracking.experiment={how}"], how)
     job = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()[0]
     if how == "requeue":
         slurm_cluster.requeue(job)
@@ -80,19 +86,9 @@ def test_requeued_packed_job_skips_its_finished_run_and_resumes_the_other(store,
     """Two runs packed into one SLURM job; submitit's SIGUSR2 lands while the second trains. The
     requeued job runs the pack again: the first run is skipped, the second resumes."""
     common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, "dataset.fraction=0.4"]
-    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, "hydra.launcher.runs_per_job=2", *common,
-            "seed=0,1", "tracking.experiment=packed"]
-    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:  # seed 0 done, seed 1 in its second epoch
-        second = [r for r in store.runs("packed") if r.data.params.get("seed") == "1"]
-        if second and store.client.get_metric_history(second[0].info.run_id, "val/acc1"):
-            break
-        time.sleep(1)
-    else:
-        sweep.kill()
-        pytest.fail("the packed SLURM job never reached its second run:\n" + slurm_cluster.logs())
+    # seed 0 done (it runs first in the pack), seed 1 in its second epoch
+    sweep = _sweep_until_epoch_one(store, slurm_cluster, ["hydra.launcher.runs_per_job=2", *common, "seed=0,1",
+                                                          "tracking.experiment=packed"], "packed", seed="1")
     (job,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()  # one job for both runs
     slurm_cluster.run("scancel", "--signal=USR2", job)
     out, _ = sweep.communicate(timeout=900)
