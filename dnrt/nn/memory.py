@@ -27,11 +27,16 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
             raise ValueError(f"labels must be in [0, {num_classes}), got values in [{lo}, {hi}]")
 
 
+def seen_classes(count: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Bool [B]: whether each label's class has a stored mean."""
+    return count[labels] > 0
+
+
 def stored_targets(mean: torch.Tensor, count: torch.Tensor, responses: torch.Tensor, labels: torch.Tensor
                    ) -> torch.Tensor:
     """Eval-mode targets [B, D]: the stored class mean, or the response itself for a class never
     seen (so it contributes no loss)."""
-    return torch.where((count[labels] > 0)[:, None], mean[labels], responses)
+    return torch.where(seen_classes(count, labels)[:, None], mean[labels], responses)
 
 
 def ema_update(mean: torch.Tensor, count: torch.Tensor, responses: torch.Tensor, labels: torch.Tensor,
@@ -106,7 +111,7 @@ class ClassResponseMemory(nn.Module):
 
     def seen(self, labels: torch.Tensor) -> torch.Tensor:
         """Bool [B]: whether each label's class has a stored mean."""
-        return self.count[labels] > 0
+        return seen_classes(self.count, labels)
 
     @torch.no_grad()
     def forward(self, responses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
