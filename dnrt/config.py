@@ -12,12 +12,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Keys that choose where or how a run executes, not what it computes: left out of the params
 # (DESIGN §4) and of the hash, so a resumed or re-launched run keeps its identity.
 EXECUTION_KEYS = (
-    "hydra", "tracking", "force", "data_dir", "resources",
+    "hydra", "tracking", "force", "data_dir", "resources", "signature",
     "trainer.resume", "trainer.eval_only", "trainer.progress", "trainer.workers", "trainer.threads",
     "trainer.ckpt_root", "trainer.log_checkpoint", "trainer.stop_after", "trainer.device",
 )
 # Left out of the logged params too (they are launcher/output settings).
-HIDDEN_KEYS = ("hydra", "resources", "tracking.uri")
+HIDDEN_KEYS = ("hydra", "resources", "tracking.uri", "signature")
 
 
 class ConfigError(ValueError):
@@ -49,10 +49,36 @@ def _as_param(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
+def signature_version(cfg: DictConfig) -> int:
+    sig = cfg.get("signature")
+    return int(sig.get("version", 1)) if sig is not None else 1
+
+
+def neutral_values(cfg: DictConfig) -> dict[str, str]:
+    """``signature.neutral``: keys added after signature v1 -> the value (as a param string) that
+    reproduces the behaviour from before the key existed."""
+    sig = cfg.get("signature")
+    node = sig.get("neutral") if sig is not None else None
+    if not node:
+        return {}
+    return {str(k): _as_param(v) for k, v in OmegaConf.to_container(node, resolve=True).items()}
+
+
+def signed_params(cfg: DictConfig) -> dict[str, str]:
+    """The params a run's signature covers: all but execution keys and neutral-valued later keys."""
+    neutral = neutral_values(cfg)
+    return {k: v for k, v in flat_params(cfg).items()
+            if not _dropped(k, EXECUTION_KEYS) and not (k in neutral and neutral[k] == v)}
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Stable 16-hex signature of everything that changes a run's result."""
-    params = {k: v for k, v in flat_params(cfg).items() if not _dropped(k, EXECUTION_KEYS)}
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    """Stable 16-hex signature of everything that changes a run's result (see ``signed_params``).
+    Version 1 hashes the params alone, so runs signed before versions existed keep their hash."""
+    payload: dict[str, Any] = signed_params(cfg)
+    version = signature_version(cfg)
+    if version != 1:
+        payload = {"params": payload, "signature_version": version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_name(cfg: DictConfig) -> str:
