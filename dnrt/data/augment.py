@@ -8,7 +8,8 @@ Recipes (``augment`` names shared with the PIL path):
 
 - ``none``: nothing.
 - ``standard``: zero-pad by H//8 (4 px at 32), random crop back to H x W, horizontal flip p=0.5.
-- ``paper_lite``: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, bicubic) + flip p=0.5 +
+- ``paper_lite``: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, bicubic; bilinear, or either per
+  image with ``interpolation='random'``) + flip p=0.5 +
   random erasing p=0.25 with per-pixel normal noise on the normalised image (timm's ``pixel`` mode).
   This is the authors' recipe without RandAugment, which exists only as PIL operations
   (timm ``rand-m9-mstd0.5-inc1``): ``paper`` therefore always runs on the PIL path.
@@ -16,7 +17,8 @@ Recipes (``augment`` names shared with the PIL path):
 Resizing to another output size happens after the crop, in float, and is rounded back to the
 uint8 grid as PIL would; interpolation kernels differ slightly from PIL's (torch bicubic uses
 a=-0.75, PIL a=-0.5), so resized or resized-cropped outputs agree with the PIL path in
-distribution, not bit for bit.
+distribution, not bit for bit. Evaluation with ``crop_pct`` resizes to floor(S / crop_pct)
+(bilinear) and takes the center S x S, as torchvision's Resize + CenterCrop.
 """
 
 from __future__ import annotations
@@ -115,11 +117,15 @@ def _resized_crop_params(b: int, h: int, w: int, gen: torch.Generator, dev: torc
 
 def random_resized_crop_flip(x: torch.Tensor, size: int, gen: torch.Generator,
                              scale: tuple[float, float] = (0.08, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """float [B, C, H, W] in [0, 1] -> [B, C, size, size]: random resized crop, flip half (bicubic).
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                             interpolation: str = "bicubic") -> torch.Tensor:
+    """float [B, C, H, W] in [0, 1] -> [B, C, size, size]: random resized crop, flip half.
 
     Crop box, resize and flip are one affine map per sample, so one ``grid_sample`` does all three.
+    ``interpolation``: bicubic, bilinear, or ``random`` (each sample draws one of the two, as timm).
     """
+    if interpolation not in ("bicubic", "bilinear", "random"):
+        raise ValueError(f"interpolation must be bicubic, bilinear or random, got {interpolation!r}")
     b, _, h, w = x.shape
     dev = x.device
     top, left, ch, cw = _resized_crop_params(b, h, w, gen, dev, scale, ratio)
@@ -131,8 +137,22 @@ def random_resized_crop_flip(x: torch.Tensor, size: int, gen: torch.Generator,
     theta[:, 1, 1] = ch / h
     theta[:, 1, 2] = (2 * top + ch) / h - 1
     grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
-    out = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    if interpolation != "random":
+        out = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
+        return quantize_(out)
+    # Drawn after the crop and flip, so the default modes' random stream is unchanged.
+    bilinear = (torch.rand(b, generator=gen, device=dev) < 0.5).view(b, 1, 1, 1)
+    out = torch.where(bilinear,
+                      F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False),
+                      F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False))
     return quantize_(out)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, size, size], the center as torchvision's CenterCrop takes it."""
+    h, w = x.shape[-2:]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top:top + size, left:left + size]
 
 
 def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.25,
@@ -166,11 +186,13 @@ def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.25,
 
 
 def device_transform(x: torch.Tensor, *, augment: str, size: int, mean: torch.Tensor, std: torch.Tensor,
-                     gen: torch.Generator | None) -> torch.Tensor:
+                     gen: torch.Generator | None, crop_pct: float | None = None,
+                     interpolation: str = "bicubic") -> torch.Tensor:
     """uint8 [B, C, H, W] -> normalised float32 [B, C, size, size] on x's device.
 
     ``mean``/``std``: float32 [1, C, 1, 1] on the same device. ``gen`` may be None only for
-    ``augment='none'``.
+    ``augment='none'``. ``crop_pct`` (``augment='none'`` only, i.e. evaluation): resize to
+    floor(size / crop_pct), bilinear, then center-crop ``size``. ``interpolation``: ``paper_lite``'s.
     """
     if augment not in DEVICE_AUGMENTS:
         raise ValueError(f"device augment must be one of {DEVICE_AUGMENTS}, got {augment!r}")
@@ -178,7 +200,9 @@ def device_transform(x: torch.Tensor, *, augment: str, size: int, mean: torch.Te
         x = random_crop_flip(x, crop_padding(x.shape[-1]), gen)
     out = to_unit_float(x)
     if augment == "paper_lite":
-        out = random_resized_crop_flip(out, size, gen)
+        out = random_resized_crop_flip(out, size, gen, interpolation=interpolation)
+    elif crop_pct is not None and augment == "none":
+        out = center_crop(resize(out, math.floor(size / crop_pct)), size)
     else:
         out = resize(out, size)
     out = out.sub_(mean).div_(std)

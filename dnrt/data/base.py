@@ -10,9 +10,17 @@ import torch
 from .loader import DeviceLoader, EpochLoader
 from .pil import ArraySource, PILLoader, SeededDataset
 from .sampling import derive_seed, stratified_subset
-from .transforms import array_transform, check_augment
+from .transforms import array_transform, check_augment, check_crop_pct, check_interpolation
 
 log = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("standard", "paper")
+
+
+def check_normalization(normalization: str) -> str:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"dataset.normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    return normalization
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -51,6 +59,12 @@ class ArrayData:
     the run seed) and serves it either device-resident (:class:`DeviceLoader`) or through the PIL
     path (:class:`PILLoader`). With ``augment='paper'`` the train split always takes the PIL path,
     because RandAugment exists only as PIL operations; validation stays device-resident.
+
+    The authors' data recipe, each key defaulting to the behaviour from before it existed:
+    ``crop_pct`` (evaluation resize to floor(S / crop_pct) + center crop; None: the full image),
+    ``train_interpolation`` (bicubic when None; bilinear; random), ``normalization`` (``standard``
+    or ``paper``: the authors' constants where they differ, CIFAR-10's std) and ``drop_last``
+    (False keeps the last partial training batch).
     """
 
     name: str
@@ -61,7 +75,8 @@ class ArrayData:
     std: tuple[float, ...]
 
     def __init__(self, *, name: str, img_size: int | None, fraction: float, augment: str,
-                 device_resident: bool):
+                 device_resident: bool, crop_pct: float | None = None, train_interpolation: str | None = None,
+                 normalization: str = "standard", drop_last: bool = True):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.name = str(name)
@@ -69,6 +84,10 @@ class ArrayData:
         self.fraction = float(fraction)
         self.augment = check_augment(augment)
         self.device_resident = bool(device_resident)
+        self.crop_pct = check_crop_pct(crop_pct)
+        self.train_interpolation = None if train_interpolation is None else check_interpolation(train_interpolation)
+        self.normalization = check_normalization(normalization)
+        self.drop_last = bool(drop_last)
 
     def splits(self, seed: int) -> tuple[Split, Split]:
         """(train, val) before ``fraction`` subsampling; may depend on the run seed (e.g. digits)."""
@@ -79,7 +98,8 @@ class ArrayData:
         train, val = self.splits(seed)
         train = train.subset(stratified_subset(train.labels, self.fraction, derive_seed(seed, "train")))
         val = val.subset(stratified_subset(val.labels, self.fraction, derive_seed(seed, "val")))
-        common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
+        common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size,
+                      drop_last=self.drop_last)
         return (self._loader(train, train=True, workers=workers, **common),
                 self._loader(val, train=False, workers=workers, **common))
 
@@ -87,11 +107,13 @@ class ArrayData:
         augment = self.augment if train else "none"
         if self.device_resident and augment != "paper":
             return DeviceLoader(split.images, split.labels, mean=self.mean, std=self.std, train=train,
-                                augment=augment, img_size=self.img_size, **common)
+                                augment=augment, img_size=self.img_size, crop_pct=self.crop_pct,
+                                train_interpolation=self.train_interpolation, **common)
         if self.device_resident:
             log.info("%s: augment=paper needs RandAugment on PIL images; train split uses the PIL path",
                      self.name)
         transform = array_transform(augment, train=train, native_size=self.native_size, size=self.img_size,
-                                    mean=self.mean, std=self.std)
+                                    mean=self.mean, std=self.std, crop_pct=self.crop_pct,
+                                    train_interpolation=self.train_interpolation)
         dataset = SeededDataset(ArraySource.from_nchw(split.images), split.labels, transform)
         return PILLoader(dataset, train=train, workers=workers, **common)

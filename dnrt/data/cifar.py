@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ArrayData, DatasetNotFoundError, Split
+from .base import ArrayData, DatasetNotFoundError, Split, check_normalization
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,17 @@ class CifarLayout:
     archive: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    paper_std: tuple[float, float, float]  # the authors' constants (normalization='paper')
 
 
 LAYOUTS = {
     "cifar10": CifarLayout("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
                            ("test_batch",), "batches.meta", "labels", "label_names",
-                           "cifar-10-python.tar.gz", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                           "cifar-10-python.tar.gz", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                           (0.2023, 0.1994, 0.2010)),
     "cifar100": CifarLayout("CIFAR-100", "cifar-100-python", ("train",), ("test",), "meta", "fine_labels",
                             "fine_label_names", "cifar-100-python.tar.gz",
-                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (0.2673, 0.2564, 0.2762)),
 }
 
 
@@ -104,6 +106,8 @@ class CifarData(ArrayData):
     val = the 10k test images. ``num_classes`` comes from the meta file.
 
     ``device_resident`` (default) keeps both splits as uint8 on the device and augments there.
+    ``normalization='paper'`` uses the authors' std for CIFAR-10 (0.2023, 0.1994, 0.2010), the std
+    of per-image pixel spreads rather than of all pixels; CIFAR-100's is the same either way.
     """
 
     in_chans = 3
@@ -111,15 +115,21 @@ class CifarData(ArrayData):
 
     def __init__(self, name: str = "cifar10", root: str = "data/cifar10", download: bool = False,
                  img_size: int = 32, fraction: float = 1.0, augment: str = "standard",
-                 device_resident: bool = True, variant: str | None = None):
+                 device_resident: bool = True, variant: str | None = None, crop_pct: float | None = None,
+                 train_interpolation: str | None = None, normalization: str = "standard",
+                 drop_last: bool = True):
         variant = variant or name
         if variant not in LAYOUTS:
             raise ValueError(f"CIFAR variant must be one of {sorted(LAYOUTS)}, got {variant!r} "
                              "(set dataset.variant when the name is something else)")
         self.variant = variant
-        self.mean, self.std = LAYOUTS[variant].mean, LAYOUTS[variant].std
+        layout = LAYOUTS[variant]
+        paper = check_normalization(normalization) == "paper"
+        self.mean, self.std = layout.mean, layout.paper_std if paper else layout.std
         super().__init__(name=name, img_size=img_size, fraction=fraction, augment=augment,
-                         device_resident=device_resident)
+                         device_resident=device_resident, crop_pct=crop_pct,
+                         train_interpolation=train_interpolation, normalization=normalization,
+                         drop_last=drop_last)
         self.root = Path(root)
         self.download = bool(download)
         self._class_names: list[str] | None = None

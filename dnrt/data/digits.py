@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,9 +36,10 @@ class DigitsData(ArrayData):
     std = (0.3759,)
 
     def __init__(self, name: str = "digits", img_size: int = 8, val_fraction: float = 0.2,
-                 fraction: float = 1.0, augment: str = "none", device_resident: bool = True):
+                 fraction: float = 1.0, augment: str = "none", device_resident: bool = True,
+                 **recipe: Any):
         super().__init__(name=name, img_size=img_size, fraction=fraction, augment=augment,
-                         device_resident=device_resident)
+                         device_resident=device_resident, **recipe)
         self.val_fraction = float(val_fraction)
 
     def splits(self, seed: int) -> tuple[Split, Split]:

@@ -13,11 +13,11 @@ import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from .base import DatasetNotFoundError
+from .base import DatasetNotFoundError, check_normalization
 from .loader import EpochLoader
 from .pil import FileSource, PILLoader, SeededDataset
 from .sampling import derive_seed, stratified_subset
-from .transforms import check_augment, folder_transform
+from .transforms import check_augment, check_interpolation, folder_transform
 
 
 class ImageFolderData:
@@ -25,7 +25,9 @@ class ImageFolderData:
 
     Train: RandomResizedCrop(img_size) + flip (``standard``), plus RandAugment and random erasing
     (``paper``) or random erasing only (``paper_lite``); ``none`` and val: resize to
-    img_size / crop_pct, center crop img_size. Normalisation: ImageNet mean/std.
+    img_size / crop_pct, center crop img_size. Normalisation: ImageNet mean/std (also the authors',
+    so ``normalization='paper'`` is the same). ``train_interpolation`` (None: ``interpolation``)
+    and ``drop_last`` as for the in-memory data sets (:class:`dnrt.data.base.ArrayData`).
     """
 
     in_chans = 3
@@ -34,7 +36,8 @@ class ImageFolderData:
 
     def __init__(self, name: str = "imagefolder", root: str = "data/imagefolder", img_size: int = 224,
                  fraction: float = 1.0, augment: str = "standard", crop_pct: float = 0.875,
-                 interpolation: str = "bicubic", train_dir: str = "train", val_dir: str = "val"):
+                 interpolation: str = "bicubic", train_dir: str = "train", val_dir: str = "val",
+                 train_interpolation: str | None = None, normalization: str = "standard", drop_last: bool = True):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.name = str(name)
@@ -44,6 +47,9 @@ class ImageFolderData:
         self.augment = check_augment(augment)
         self.crop_pct = float(crop_pct)
         self.interpolation = str(interpolation)
+        self.train_interpolation = None if train_interpolation is None else check_interpolation(train_interpolation)
+        self.normalization = check_normalization(normalization)
+        self.drop_last = bool(drop_last)
         self.train_dir, self.val_dir = train_dir, val_dir
         self._samples: tuple[list[tuple[str, int]], list[tuple[str, int]]] | None = None
         self._classes: list[str] | None = None
@@ -89,13 +95,14 @@ class ImageFolderData:
         paths = [samples[i][0] for i in keep.tolist()]
         transform = folder_transform(self.augment if train else "none", train=train, size=self.img_size,
                                      mean=self.mean, std=self.std, crop_pct=self.crop_pct,
-                                     interpolation=self.interpolation)
+                                     interpolation=self.interpolation,
+                                     train_interpolation=self.train_interpolation)
         return SeededDataset(FileSource(paths), labels[keep], transform)
 
     def loaders(self, batch_size: int, seed: int, device: torch.device | str, rank: int = 0,
                 world_size: int = 1, workers: int = 0) -> tuple[EpochLoader, EpochLoader]:
         train, val = self.samples()
         common = dict(batch_size=batch_size, device=device, seed=seed, rank=rank, world_size=world_size,
-                      workers=workers)
+                      workers=workers, drop_last=self.drop_last)
         return (PILLoader(self._dataset(train, train=True, seed=seed), train=True, **common),
                 PILLoader(self._dataset(val, train=False, seed=seed), train=False, **common))

@@ -49,11 +49,11 @@ class CifarLongTailData(CifarData):
     def __init__(self, name: str = "cifar10_lt", root: str = "data/cifar10", imbalance_ratio: float = 100,
                  subset_seed: int | None = None, download: bool = False, img_size: int = 32,
                  fraction: float = 1.0, augment: str = "standard", device_resident: bool = True,
-                 variant: str = "cifar10"):
+                 variant: str = "cifar10", **recipe):
         if imbalance_ratio < 1:
             raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
         super().__init__(name=name, root=root, download=download, img_size=img_size, fraction=fraction,
-                         augment=augment, device_resident=device_resident, variant=variant)
+                         augment=augment, device_resident=device_resident, variant=variant, **recipe)
         self.imbalance_ratio = float(imbalance_ratio)
         self.subset_seed = subset_seed
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import ArrayData, Split
@@ -20,7 +22,8 @@ class SyntheticData(ArrayData):
 
     def __init__(self, name: str = "synthetic", num_classes: int = 10, img_size: int = 32, in_chans: int = 3,
                  num_samples: int = 5000, val_samples: int = 1000, fraction: float = 1.0,
-                 augment: str = "none", device_resident: bool = True):
+                 augment: str = "none", device_resident: bool = True,
+                 **recipe: Any):
         if num_classes < 1 or in_chans < 1 or num_samples < 1 or val_samples < 1:
             raise ValueError("num_classes, in_chans, num_samples and val_samples must be >= 1")
         self.num_classes = int(num_classes)
@@ -30,7 +33,7 @@ class SyntheticData(ArrayData):
         self.mean = (0.5,) * self.in_chans
         self.std = (0.23,) * self.in_chans
         super().__init__(name=name, img_size=img_size, fraction=fraction, augment=augment,
-                         device_resident=device_resident)
+                         device_resident=device_resident, **recipe)
         self.num_samples = int(num_samples)
         self.val_samples = int(val_samples)
 
