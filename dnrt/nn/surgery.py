@@ -1,11 +1,14 @@
 """Activation surgery: swap every activation module of a built model for a registry activation.
 
-A dry forward pass records each activation *call*: its input shape and the leaf module that ran
-just before it, which tells NCHW (after a conv / norm2d) from channels-last (after a Linear or
-LayerNorm). A module that is called more than once (torchvision's BasicBlock calls one ``relu``
-twice) gets one new activation per call site, dispatched in call order, so sites never share
-parameters. Functional activations (``F.gelu`` inside a forward) have no module to replace; they
-are found with a torch-function mode and reported.
+A dry forward pass records each activation *call*: its input shape and the last leaf module with a
+width (Linear, conv, norm) that ran before it. The layout is read from the data: the channel axis
+is the one (1 or last) whose size equals that producer's width, so a ConvNeXt Linear MLP over
+permuted (B, H, W, C) maps is channels-last and timm's ``LayerNorm2d`` (an ``nn.LayerNorm``
+subclass that keeps NCHW) is channel-first. A module that is called more than once
+(torchvision's BasicBlock calls one ``relu`` twice) gets one new activation per call site,
+dispatched in call order, so sites never share parameters. Functional activations (``F.gelu``
+inside a forward) have no module to replace; they are found with a torch-function mode and
+reported.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     timm_acts.GELU, timm_acts.GELUTanh, timm_acts.QuickGELU, timm_acts.Swish, timm_acts.Mish,
     timm_acts.HardSwish, timm_acts.PReLU,
 )
-_CHANNEL_LAST_PRODUCERS = (nn.Linear, nn.LayerNorm)
 _FUNCTIONAL_ACTS = {
     F.relu, F.relu_, F.gelu, F.silu, F.elu, F.selu, F.softplus, F.leaky_relu, F.mish, F.hardswish,
     F.relu6, torch.relu, torch.relu_, torch.selu, torch.celu,
@@ -98,6 +100,45 @@ class _FunctionalActFinder(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def producer_width(m: nn.Module) -> int | None:
+    """The number of channels ``m`` produces (None for modules without one: dropout, identity)."""
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.out_channels
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        return m.num_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
+        return m.normalized_shape[0]
+    return None
+
+
+def _writes_last_axis(m: nn.Module) -> bool:
+    """Whether ``m``'s output has its channels last by construction: a Linear, or a LayerNorm
+    whose forward is the stock one (subclasses such as ``LayerNorm2d`` permute to NCHW)."""
+    return isinstance(m, nn.Linear) or (isinstance(m, nn.LayerNorm) and type(m).forward is nn.LayerNorm.forward)
+
+
+def infer_channel_dim(shape: tuple[int, ...], producer: nn.Module | None) -> int:
+    """``-1`` (channels last) or ``1`` (channel first) for an activation input of ``shape``.
+
+    The axis whose size equals the producer's width decides. When both match (or neither, or
+    there is no producer), a Linear / stock LayerNorm producer means channels last; otherwise
+    rank <= 3 means tokens (B, N, C) and rank 4 means NCHW.
+    """
+    if len(shape) <= 2:
+        return -1
+    width = producer_width(producer) if producer is not None else None
+    first, last = shape[1] == width, shape[-1] == width
+    if first != last:
+        return 1 if first else -1
+    if producer is not None and _writes_last_axis(producer):
+        return -1
+    return -1 if len(shape) <= 3 else 1
+
+
 def find_activation_sites(model: nn.Module, sample: torch.Tensor, include: str = "*"
                           ) -> tuple[dict[str, list[CallSite]], list[str]]:
     """Dry-run ``model(sample)``; return call sites per activation module path and the modules
@@ -105,7 +146,7 @@ def find_activation_sites(model: nn.Module, sample: torch.Tensor, include: str =
     acts = {n: m for n, m in model.named_modules() if isinstance(m, ACTIVATION_TYPES)
             and fnmatch.fnmatchcase(n, include)}
     calls: dict[str, list[CallSite]] = {n: [] for n in acts}
-    last_leaf: list[nn.Module | None] = [None]
+    producer: list[nn.Module | None] = [None]  # the last leaf with a width that ran
     stack: list[str] = []
     handles = []
 
@@ -119,11 +160,10 @@ def find_activation_sites(model: nn.Module, sample: torch.Tensor, include: str =
         def post(m, args, out, _name=name, _is_act=is_act):
             stack.pop()
             if _is_act:
-                x = args[0]
-                channel_dim = -1 if x.ndim <= 3 or isinstance(last_leaf[0], _CHANNEL_LAST_PRODUCERS) else 1
-                calls[_name].append(CallSite(_name, tuple(x.shape), channel_dim))
-            if not any(True for _ in m.children()):
-                last_leaf[0] = m
+                shape = tuple(args[0].shape)
+                calls[_name].append(CallSite(_name, shape, infer_channel_dim(shape, producer[0])))
+            elif producer_width(m) is not None and not any(True for _ in m.children()):
+                producer[0] = m
 
         handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(post))
