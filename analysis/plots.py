@@ -1,7 +1,8 @@
 """``python -m analysis.plots``: figures of an experiment's runs, as PNG and PDF in ``--out``.
 
 * ``accuracy``: grouped bars of the ablation table (mean ± std over seeds, paper's number as a tick);
-* ``val_curves``: val/acc1 per epoch, mean over seeds, per config;
+  above a dozen series, a heatmap per data set (models x mechanisms, coloured by Δ to the baseline);
+* ``val_curves``: val/acc1 per epoch, mean over seeds, per config (a data set x model grid when large);
 * ``responses`` and ``response_spread``: the last tap's aggregated responses per class, without and with
   ARR (a run with ARR and its twin without, reloaded from their checkpoints);
 * ``raa_shifts``: the distribution of the RAA shifts s(x) per layer.
@@ -9,6 +10,9 @@
 ``--run-id`` (repeatable) chooses the runs reloaded for the last three; without it a DNRT run (RAA + ARR)
 and its twin without ARR are picked from the selected runs. The files are also logged to the sweep's
 parent run (``plots/``) when all the runs belong to one sweep.
+
+A figure that cannot be made (no checkpoint to reload, ...) is a warning naming the reason and the fix;
+the exit code is 0 when at least one figure was written, 2 when none (``--strict``: 2 when any is missing).
 """
 
 from __future__ import annotations
@@ -24,10 +28,21 @@ from dnrt.config import EXECUTION_KEYS
 from dnrt.tracking import with_retry
 
 from . import figures
-from .ablation import EXIT_NO_DATA, report_warnings, table_from_args
+from .ablation import EXIT_NO_DATA
+from .heatmap import HEATMAP_ABOVE, accuracy_figure, curves_grid, facet_tables, series
 from .responses import Collected, collect
-from .runs import ALIASES, AnalysisError, add_query_args, log_to_parent, metric_history, run_row
-from .table import add_pivot_args
+from .runs import (
+    ALIASES,
+    AnalysisError,
+    add_query_args,
+    fetch_runs,
+    log_to_parent,
+    metric_history,
+    open_client,
+    query_from_args,
+    run_row,
+)
+from .table import AblationTable, add_pivot_args, build_table, parse_baseline, split_keys
 
 REG = ALIASES["regularizer"]
 
@@ -46,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="png,pdf", help="comma list of file formats (default: png,pdf)")
     p.add_argument("--out", default="outputs/plots", help="output directory (default: outputs/plots)")
     p.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    p.add_argument("--strict", action="store_true", help="exit 2 when any figure cannot be made")
     return p
 
 
@@ -86,6 +102,10 @@ def pick_runs(df: pd.DataFrame, client, run_ids: list[str]) -> list[str]:
     return [order.iloc[0]["run_id"]]  # no ARR pair: one run (its responses and shifts) still tells something
 
 
+INTERPRET_FIGURES = ("responses", "response_spread", "raa_shifts")
+CHECKPOINT_FIX = "train with trainer.log_checkpoint=true, or pass --run-id of a run that has a checkpoint"
+
+
 def interpret(df: pd.DataFrame, client, args: argparse.Namespace, formats: tuple[str, ...], err: Console
               ) -> list[Path]:
     ids = pick_runs(df, client, args.run_id)
@@ -98,8 +118,7 @@ def interpret(df: pd.DataFrame, client, args: argparse.Namespace, formats: tuple
                 raise
             err.print(f"[yellow]warning:[/yellow] run {rid}: cannot reload it, skipped", highlight=False)
     if not runs:
-        raise AnalysisError("no selected run could be reloaded (no checkpoint); the response and shift "
-                            "figures need one (trainer.log_checkpoint=true)")
+        raise AnalysisError("no selected run could be reloaded: none has a checkpoint")
     runs.sort(key=lambda c: c.has_arr)  # without ARR first, as in the paper's figures
     out = Path(args.out)
     paths = figures.save(figures.response_heatmaps(runs, figures.shown_classes(runs, args.classes)), out,
@@ -112,26 +131,67 @@ def interpret(df: pd.DataFrame, client, args: argparse.Namespace, formats: tuple
     return paths
 
 
+def build_facets(runs: pd.DataFrame, args: argparse.Namespace, err: Console) -> dict[str, AblationTable]:
+    """The ablation table per data set (each facet's warnings printed once)."""
+    def build(df: pd.DataFrame) -> AblationTable:
+        return build_table(df, split_keys(args.rows), split_keys(args.cols), args.metric,
+                           parse_baseline(args.baseline), args.ci, True if args.minimize else None,
+                           paper_dataset=args.paper_dataset)
+    tables = {k: t for k, t in facet_tables(runs, build).items() if t.cells}
+    if not tables:
+        raise AnalysisError(f"no run logged {args.metric}")
+    for name, table in tables.items():
+        for w in table.warnings:
+            err.print(f"[yellow]warning:[/yellow] {name}: {w}", highlight=False)
+    return tables
+
+
+def curves(tables: dict[str, AblationTable], client) -> figures.Figure:
+    """val/acc1 per epoch: one panel per row for a small sweep, else the data set x model grid."""
+    run_ids = [r for t in tables.values() for c in t.cells.values() for r in c.run_ids]
+    history = metric_history(client, run_ids, "val/acc1")
+    if history.empty:
+        raise AnalysisError("no run logged val/acc1 per epoch")
+    small = len(tables) == 1 and series(tables) <= HEATMAP_ABOVE
+    return figures.val_curves(next(iter(tables.values())), history) if small else curves_grid(tables, history)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     out = Path(args.out)
     try:
-        table, runs, client = table_from_args(args)
-        report_warnings(table, err)
-        paths = figures.save(figures.accuracy_bars(table), out, "accuracy", formats)
-        history = metric_history(client, [r for c in table.cells.values() for r in c.run_ids], "val/acc1")
-        paths += figures.save(figures.val_curves(table, history), out, "val_curves", formats)
-        if not args.no_interpret:
-            paths += interpret(runs, client, args, formats, err)
+        query = query_from_args(args)
+        client = open_client(query)
+        runs, _ = fetch_runs(query, client)
+        tables = build_facets(runs, args, err)
     except AnalysisError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_NO_DATA
+    jobs = [(("accuracy",), lambda: figures.save(accuracy_figure(tables)[0], out, "accuracy", formats), None),
+            (("val_curves",), lambda: figures.save(curves(tables, client), out, "val_curves", formats), None)]
+    if not args.no_interpret:
+        jobs.append((INTERPRET_FIGURES, lambda: interpret(runs, client, args, formats, err), CHECKPOINT_FIX))
+    paths: list[Path] = []
+    missing = 0
+    for names, make, fix in jobs:
+        try:
+            paths += make()
+        except AnalysisError as exc:
+            for name in names:
+                missing += 1
+                tail = f"; fix: {fix}" if fix else ""
+                err.print(f"[yellow]warning:[/yellow] figure {name} not made: {exc}{tail}", highlight=False,
+                          soft_wrap=True)
     for p in paths:
         print(f"wrote {p}")
-    log_to_parent(client, runs, paths, "plots", not args.no_log)
-    return 0
+    if paths:
+        log_to_parent(client, runs, paths, "plots", not args.no_log)
+    if not paths:
+        err.print("[red]error:[/red] no figure could be made", highlight=False)
+        return EXIT_NO_DATA
+    return EXIT_NO_DATA if args.strict and missing else 0
 
 
 if __name__ == "__main__":

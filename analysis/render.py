@@ -8,6 +8,7 @@ cell of each row is bold.
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
@@ -149,6 +150,24 @@ def to_latex(table: AblationTable) -> str:
             out.append(r"\midrule")
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
+
+
+def to_html(table: AblationTable, title: str = "") -> str:
+    """An HTML table with the same blocks and lines as the Markdown one (best cell in bold)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in [short_name(k) for k in table.rows] + [""]
+                   + [col_label(c) for c in table.col_values])
+    body = []
+    for row in table.row_values:
+        lines = _row_lines(table, row)
+        for j, line in enumerate(lines):
+            keys = "".join(f'<th rowspan="{len(lines)}">{esc(v)}</th>' for v in row) if j == 0 else ""
+            cells = "".join(f'<td class="{"best" if "<b>" in t else ""}">{t}</td>'
+                            for t in _line_texts(table, row, line, "<b>{}</b>"))
+            body.append(f'<tr class="{line}">{keys}<td class="line">{esc(LINE_LABEL[line])}</td>{cells}</tr>')
+    cap = esc((title + ": " if title else "") + caption(table))
+    return (f'<table class="ablation"><caption>{cap}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def write_outputs(table: AblationTable, out_dir: str | Path, stem: str = "ablation") -> list[Path]:

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -94,3 +95,80 @@ def sweep_store_fixture(tmp_path_factory: pytest.TempPathFactory) -> SweepStore:
             _CACHE["store"] = store
         print(f"\n[sweep_store] {N_RUNS} runs in {_CACHE['store'].train_seconds:.0f} s at {_CACHE['store'].root}")
     return _CACHE["store"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generated stores: runs written straight through MlflowClient (no training), shaped like a finished sweep.
+
+@dataclass(frozen=True)
+class GeneratedStore:
+    uri: str
+    experiment: str
+    experiment_id: str
+    sweep_id: str
+    parent_run_id: str
+    n_runs: int
+
+
+def generate_store(uri: str, experiment: str, cells: list[dict[str, str]], seeds: list[int], epochs: int = 3,
+                   failed: int = 0, rng_seed: int = 0, extra_params: dict[str, str] | None = None
+                   ) -> GeneratedStore:
+    """Write one sweep into the sqlite store ``uri``: a parent run and, per cell (a dict of param keys ->
+    values, e.g. ``{"model.name": "vit_tiny", "act.name": "gelu", ...}``) and seed, a FINISHED run with the
+    DESIGN §4 names (params, tags, per-epoch ``val/acc1``, ``final/val_acc1``, ``best/val_acc1``);
+    ``failed`` more runs (the first cells again, seed 99) end FAILED with a reason. Values are random
+    (seeded); the tests read them back through MlflowClient as their ground truth.
+
+    The rows go in through MLflow's own SQLAlchemy models in one transaction: the client's three
+    round trips per run take ~0.1 s each, too slow for hundreds of runs in a test."""
+    import uuid
+
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    rng = np.random.default_rng(rng_seed)
+    client = MlflowClient(uri)  # creates and migrates the schema on first use
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    location = client.get_experiment(exp_id).artifact_location
+    sweep_id = f"gen-{rng_seed}-{len(cells)}x{len(seeds)}"
+    t0 = 1_700_000_000_000
+    jobs = [(c, s, "FINISHED") for c in cells for s in seeds] + [(c, 99, "FAILED") for c in cells[:failed]]
+    pid = uuid.uuid4().hex
+    rows: list = [SqlRun(run_uuid=pid, name=f"sweep-{sweep_id}", experiment_id=int(exp_id), status="FINISHED",
+                         start_time=t0, end_time=t0 + len(jobs) * 60_000, lifecycle_stage="active",
+                         artifact_uri=f"{location}/{pid}/artifacts", user_id="test", source_name="",
+                         source_type="LOCAL", entry_point_name="", source_version="")]
+    rows += [SqlTag(run_uuid=pid, key=k, value=v) for k, v in
+             {"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "mlflow.runName": f"sweep-{sweep_id}"}.items()]
+    for i, (cell, seed, status) in enumerate(jobs):
+        rid = uuid.uuid4().hex
+        params = {"seed": str(seed), "trainer.epochs": str(epochs), "trainer.device": "cpu", "optim.lr": "0.001",
+                  **(extra_params or {}), **cell}
+        name = "-".join(params.get(k, "") for k in ("model.name", "act.name", "regularizer.name", "dataset.name"))
+        start = t0 + i * 60_000
+        tags = {"mlflow.parentRunId": pid, "dnrt.sweep_id": sweep_id, "dnrt.config_hash": f"{sweep_id}-{i}",
+                "dnrt.status_detail": "finished" if status == "FINISHED" else "failed: CUDA out of memory",
+                "mlflow.runName": f"{name}-s{seed}"}
+        rows.append(SqlRun(run_uuid=rid, name=f"{name}-s{seed}", experiment_id=int(exp_id), status=status,
+                           start_time=start, end_time=start + 45_000, lifecycle_stage="active",
+                           artifact_uri=f"{location}/{rid}/artifacts", user_id="test", source_name="",
+                           source_type="LOCAL", entry_point_name="", source_version=""))
+        rows += [SqlParam(run_uuid=rid, key=k, value=v) for k, v in params.items()]
+        rows += [SqlTag(run_uuid=rid, key=k, value=v) for k, v in tags.items()]
+        accs = np.clip(50 + 40 * rng.random() + np.cumsum(rng.normal(1.0, 0.5, epochs)), 0, 100)
+        history = [("val/acc1", float(a), e + 1) for e, a in enumerate(accs)]
+        if status == "FINISHED":
+            history += [("final/val_acc1", float(accs[-1]), epochs), ("best/val_acc1", float(accs.max()), epochs)]
+        latest = {}
+        for key, value, step in history:
+            rows.append(SqlMetric(run_uuid=rid, key=key, value=value, timestamp=start, step=step, is_nan=False))
+            latest[key] = (value, step)
+        rows += [SqlLatestMetric(run_uuid=rid, key=k, value=v, timestamp=start, step=s, is_nan=False)
+                 for k, (v, s) in latest.items()]
+    engine = create_engine(uri)
+    with Session(engine) as session, session.begin():
+        session.add_all(rows)
+    engine.dispose()
+    return GeneratedStore(uri, experiment, exp_id, sweep_id, pid, len(jobs))
