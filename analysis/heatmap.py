@@ -56,8 +56,7 @@ def heatmap(tables: dict[str, AblationTable]) -> Figure:
     deltas = [c.delta for t in tables.values() for c in t.cells.values() if math.isfinite(c.delta)]
     span = max([abs(d) for d in deltas] + [1e-6])
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")
     n_cols = max(len(t.col_values) for t in tables.values())
     heights = [max(len(t.row_values), 1) for t in tables.values()]
     fig, axes = plt.subplots(len(tables), 1, figsize=(2.0 + 0.95 * n_cols, 1.3 + 0.42 * sum(heights)
