@@ -32,6 +32,7 @@ demo: setup
 	$(PY) -m analysis.ablation --experiment $(DEMO_EXPERIMENT) --rows model --cols act,regularizer \
 		--baseline act=gelu,regularizer=none --out outputs/demo
 	$(PY) -m analysis.plots --experiment $(DEMO_EXPERIMENT) --out outputs/demo/plots
+	$(PY) -m analysis.report --experiment $(DEMO_EXPERIMENT) --out outputs/demo/report
 
 bench: setup
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,) --readme README.md
