@@ -12,16 +12,33 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Keys that choose where or how a run executes, not what it computes: left out of the params
 # (DESIGN §4) and of the hash, so a resumed or re-launched run keeps its identity.
 EXECUTION_KEYS = (
-    "hydra", "tracking", "force", "data_dir", "resources", "signature",
+    "hydra", "tracking", "force", "data_dir", "resources", "signature", "dry_run", "sweep",
     "trainer.resume", "trainer.eval_only", "trainer.progress", "trainer.workers", "trainer.threads",
-    "trainer.ckpt_root", "trainer.log_checkpoint", "trainer.stop_after", "trainer.device",
+    "trainer.ckpt_root", "trainer.log_checkpoint", "trainer.stop_after", "trainer.device", "trainer.signal_at_step",
 )
 # Left out of the logged params too (they are launcher/output settings).
-HIDDEN_KEYS = ("hydra", "resources", "tracking.uri", "signature")
+HIDDEN_KEYS = ("hydra", "resources", "tracking.uri", "signature", "dry_run", "sweep")
+
+
+SIGNATURE_TAG = "dnrt.signature_version"
 
 
 class ConfigError(ValueError):
-    """A config value that cannot run; the message names the key."""
+    """A config value that cannot run. ``str(err)`` is one line: ``<key>=<value>: <why>; valid: ...``."""
+
+    def __init__(self, key: str, value: Any = None, why: str = "", valid: str | list | tuple | None = None):
+        if not why:  # a plain message (kept for callers that only have a sentence)
+            super().__init__(key)
+            self.key, self.value, self.why, self.valid = "", None, key, None
+            return
+        if isinstance(valid, (list, tuple)):
+            valid = ", ".join(str(v) for v in valid)
+        self.key, self.value, self.why, self.valid = key, value, why, valid
+        super().__init__(f"{key}={_show(value)}: {why}" + (f"; valid: {valid}" if valid else ""))
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -87,7 +104,7 @@ def run_name(cfg: DictConfig) -> str:
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
-        raise ConfigError(f"invalid config: {key}={value!r} ({rule})")
+        raise ConfigError(key, value, rule)
 
 
 def validate(cfg: DictConfig | ListConfig) -> None:
@@ -101,7 +118,8 @@ def validate(cfg: DictConfig | ListConfig) -> None:
              "must be >= 0 or null")
     _require(_num(t.label_smoothing) and 0 <= t.label_smoothing < 1, "trainer.label_smoothing",
              t.label_smoothing, "must be in [0, 1)")
-    _require(t.amp in ("auto", True, False), "trainer.amp", t.amp, "must be auto, true or false")
+    _require(isinstance(t.amp, bool) or t.amp in ("auto", "bf16", "fp16"), "trainer.amp", t.amp,
+             "must be auto, true, false, bf16 or fp16")
     _require(reg.name in ("none", "arr"), "regularizer.name", reg.name, "must be none or arr")
     if reg.name == "arr":
         _require(_num(reg.weight) and reg.weight >= 0, "regularizer.weight", reg.weight, "must be >= 0")

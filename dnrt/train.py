@@ -1,14 +1,20 @@
 """One tracked training run: the function ``launch.py`` calls for every sweep cell.
 
-Decides first whether the config's run already exists (skip a FINISHED one, resume an
-unfinished one that has a checkpoint), then builds, trains, checkpoints and logs it. Any
-failure marks the MLflow run FAILED with the reason and the traceback before it propagates.
+Order matters: the config is checked first (:mod:`dnrt.preflight`), then the experiment is
+searched for the config's run (skip a FINISHED one, resume an unfinished one that has a
+checkpoint), then the data and model are built, and only then is an MLflow run created. So a
+config that cannot run is refused with a :class:`~dnrt.config.ConfigError` and leaves nothing
+behind; a failure after that marks the run FAILED with the reason and the traceback.
+
+``train`` reads no environment variable and changes no process-wide setting: what a sweep job
+needs to know (experiment, parent run, sweep id) comes in a :class:`RunContext`, and threads and
+the allocator are set by the entry point.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import socket
 import time
 import traceback
@@ -20,12 +26,12 @@ import psutil
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from .config import config_hash, run_name, validate
-from .engine.allocator import keep_freed_memory
-from .engine.build import build_components, set_threads
+from .config import SIGNATURE_TAG, ConfigError, config_hash, run_name, signature_version
+from .engine.build import build_components
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import DistInfo, broadcast_object, init_distributed
 from .engine.trainer import StopRequested, Trainer
+from .preflight import preflight
 from .tracking import (
     HEARTBEAT_TAG,
     JOB_TAG,
@@ -33,14 +39,22 @@ from .tracking import (
     current_job_id,
     ensure_experiment,
     find_runs,
-    resolve_uri,
+    store_uri,
     with_retry,
 )
 
-# Set by the sweep callback before fan-out, read by every job of the sweep.
-ENV_EXPERIMENT_ID = "DNRT_EXPERIMENT_ID"
-ENV_PARENT_RUN_ID = "DNRT_PARENT_RUN_ID"
-ENV_SWEEP_ID = "DNRT_SWEEP_ID"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """Where a run belongs. A sweep's jobs get it from the sweep directory (written once by the
+    launching process); a run on its own uses ``cfg.tracking`` and belongs to no sweep."""
+
+    experiment_id: str | None = None
+    parent_run_id: str = ""
+    sweep_id: str = ""
+    tracking_uri: str | None = None
 
 
 @dataclass
@@ -61,35 +75,48 @@ class Plan:
     run_id: str | None = None
     val_acc1: float = float("nan")
     detail: str = ""
+    epoch: int | None = None  # resume: the checkpoint's epoch
 
 
 def checkpoint_path(cfg: DictConfig, chash: str) -> Path:
     return Path(cfg.trainer.ckpt_root) / str(cfg.tracking.experiment) / chash / "last.pt"
 
 
-def plan_run(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: str, ckpt: Path) -> Plan:
-    """Skip a FINISHED twin (unless ``force``), resume an unfinished one whose checkpoint exists,
-    leave a live one alone, and retire a dead one (no heartbeat for ``tracking.stale_after_s``)."""
-    runs = find_runs(client, experiment_id, chash)
+def decide(runs: list, cfg: DictConfig, ckpt: Path) -> tuple[Plan, list[str]]:
+    """What to do with a config whose runs (newest first) are ``runs``, without changing anything:
+    skip a FINISHED twin (unless ``force``), resume an unfinished one whose checkpoint exists, leave
+    a live one alone. Also returns the ids of dead RUNNING runs (to be marked FAILED)."""
     done = [r for r in runs if r.info.status == "FINISHED"]
     if done and not cfg.force:
         acc = done[0].data.metrics.get("final/val_acc1", float("nan"))
-        return Plan("skip", done[0].info.run_id, acc, "a FINISHED run with this config exists (force=true re-runs)")
-    ckpt_run = None
+        return Plan("skip", done[0].info.run_id, acc, "a FINISHED run with this config exists (force=true re-runs)"), []
+    ckpt_run, ckpt_epoch = None, None
     if cfg.trainer.resume == "auto" and ckpt.is_file():
-        ckpt_run = load_checkpoint(ckpt, mmap=True).get("run_id")  # the weights are read later, once
+        meta = load_checkpoint(ckpt, mmap=True)  # the weights are read later, once
+        ckpt_run, ckpt_epoch = meta.get("run_id"), meta.get("epoch")
+    dead: list[str] = []
     for r in runs:
         if r.info.status == "FINISHED":
             continue
         ours = r.data.tags.get(JOB_TAG) == current_job_id()  # our own earlier incarnation (SLURM requeue)
         if r.info.status == "RUNNING" and not ours and not _stale(r, float(cfg.tracking.stale_after_s)):
-            return Plan("busy", r.info.run_id, detail="a live run with this config is in progress elsewhere")
+            return Plan("busy", r.info.run_id, detail="a live run with this config is in progress elsewhere"), dead
         if r.info.run_id == ckpt_run and not cfg.force:
-            return Plan("resume", r.info.run_id, detail=f"resuming from {ckpt}")
+            return Plan("resume", r.info.run_id, detail=f"resuming from {ckpt} (epoch {ckpt_epoch})",
+                        epoch=ckpt_epoch), dead
         if r.info.status == "RUNNING":  # dead: its process never marked it
-            with_retry(client.set_tag, r.info.run_id, "dnrt.status_detail", "failed: process died (stale heartbeat)")
-            with_retry(client.set_terminated, r.info.run_id, status="FAILED")
-    return Plan("new")
+            dead.append(r.info.run_id)
+    return Plan("new"), dead
+
+
+def plan_run(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: str, ckpt: Path) -> Plan:
+    """:func:`decide` on the experiment's runs of ``chash``, then retire the dead ones (no heartbeat
+    for ``tracking.stale_after_s``, or their pid gone on this host)."""
+    plan, dead = decide(find_runs(client, experiment_id, chash), cfg, ckpt)
+    for run_id in dead:
+        with_retry(client.set_tag, run_id, "dnrt.status_detail", "failed: process died (stale heartbeat)")
+        with_retry(client.set_terminated, run_id, status="FAILED")
+    return plan
 
 
 def _stale(run, stale_after_s: float) -> bool:
@@ -102,46 +129,58 @@ def _stale(run, stale_after_s: float) -> bool:
     return time.time() - beat > stale_after_s
 
 
-def _open_tracker(cfg: DictConfig, plan: Plan, client: MlflowClient, experiment_id: str) -> RunTracker:
+def _open_tracker(cfg: DictConfig, plan: Plan, client: MlflowClient, experiment_id: str,
+                  context: RunContext) -> RunTracker:
     if plan.action == "resume":
         return RunTracker.reopen(client, plan.run_id)
-    extra = {"mlflow.parentRunId": os.environ.get(ENV_PARENT_RUN_ID, ""),
-             "dnrt.sweep_id": os.environ.get(ENV_SWEEP_ID, "")}
+    extra = {"mlflow.parentRunId": context.parent_run_id, "dnrt.sweep_id": context.sweep_id,
+             SIGNATURE_TAG: str(signature_version(cfg))}
     return RunTracker.create(client, experiment_id, cfg, extra)
 
 
-def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None) -> Outcome:
-    """Run (or skip, or resume) the training that ``cfg`` describes."""
-    set_threads(int(cfg.trainer.threads))
-    keep_freed_memory()
+def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None,
+          context: RunContext | None = None) -> Outcome:
+    """Run (or skip, or resume) the training that ``cfg`` describes. Raises ``ConfigError`` (and
+    creates nothing) for a config that cannot run."""
     if cfg.trainer.eval_only:
         return evaluate_checkpoint(cfg)
+    context = context or RunContext()
+    preflight(cfg, fit=False)  # the model's fit is checked by building it, below, still before any run
     dist_info = init_distributed()
     chash = config_hash(cfg)
     ckpt = checkpoint_path(cfg, chash)
     client, experiment_id, plan = None, None, Plan("new")
     if dist_info.is_main:
-        uri = resolve_uri(cfg.tracking.uri)
-        experiment_id = os.environ.get(ENV_EXPERIMENT_ID) or ensure_experiment(uri, str(cfg.tracking.experiment))
+        uri = context.tracking_uri or store_uri(cfg.tracking.uri)
+        experiment_id = context.experiment_id or ensure_experiment(uri, str(cfg.tracking.experiment))
         client = MlflowClient(uri)
         plan = plan_run(client, experiment_id, cfg, chash, ckpt)
     plan = broadcast_object(plan)
     name = run_name(cfg)
     if plan.action in ("skip", "busy"):
-        print(f"[dnrt] {name}: skipped, {plan.detail} (run {plan.run_id})", flush=True)
+        log.info(f"{name}: skipped, {plan.detail} (run {plan.run_id})")
         return Outcome("skipped", name, plan.run_id, plan.val_acc1, plan.detail)
-    tracker = _open_tracker(cfg, plan, client, experiment_id) if dist_info.is_main else RunTracker(None, None)
+    components, build_error = None, None
+    try:
+        components = build_components(cfg, dist_info)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a runtime failure while building: recorded on a FAILED run below
+        build_error = exc
+    tracker = (_open_tracker(cfg, plan, client, experiment_id, context) if dist_info.is_main
+               else RunTracker(None, None))
     tracker.set_tags({"dnrt.checkpoint": str(ckpt.resolve())})
     tracker.start_heartbeat()
     if tracker.active and cfg.tracking.system_metrics:
         tracker.start_system_metrics()
     try:
-        validate(cfg)
-        trainer = Trainer(cfg, build_components(cfg, dist_info), dist_info, ckpt, chash)
+        if build_error is not None:
+            raise build_error
+        trainer = Trainer(cfg, components, dist_info, ckpt, chash)
         if plan.action == "resume" or (cfg.trainer.resume not in (None, "auto")):
             source = ckpt if plan.action == "resume" else Path(cfg.trainer.resume)
             trainer.resume_from(source)
-            print(f"[dnrt] {name}: resumed at epoch {trainer.state.epoch} from {source}", flush=True)
+            log.info(f"{name}: resumed at epoch {trainer.state.epoch} from {source}")
         acc = trainer.fit(tracker, should_stop)
     except StopRequested as stop:
         tracker.finish("KILLED", f"stopped: {stop.reason}; the same command resumes it")

@@ -1,21 +1,31 @@
-"""What launch.py runs per job: one training run, isolated from the rest of its sweep."""
+"""What launch.py runs per job: one training run, isolated from the rest of its sweep.
+
+The entry point owns what is process-wide: intra-op threads, the allocator setting, the job
+clock and the signal handlers; ``dnrt.train.train`` itself changes none of them.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
+import math
 import os
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ..config import run_name
+from ..config import ConfigError, run_name
 from ..engine import clock
-from ..train import Outcome, train
+from ..engine.allocator import keep_freed_memory
+from ..engine.build import set_threads
+from ..train import Outcome, RunContext, train
+from .context import read_context
 from .preempt import PreemptionWatcher
+from .summary import record
 
-SUMMARY_FILE = "dnrt_summary.jsonl"
+log = logging.getLogger(__name__)
 
 
 def _multirun_dir() -> Path | None:
@@ -25,38 +35,57 @@ def _multirun_dir() -> Path | None:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
-def record(sweep_dir: Path, outcome: Outcome) -> None:
-    """Append this job's outcome to the sweep's summary (one small O_APPEND write per job)."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(outcome.__dict__, default=str) + "\n"
-    fd = os.open(sweep_dir / SUMMARY_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+def _verbose() -> bool:
+    """Tracebacks for config errors too: Hydra's own switch (HYDRA_FULL_ERROR=1) or hydra.verbose."""
+    verbose = HydraConfig.get().verbose if HydraConfig.initialized() else False
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(verbose)
 
 
 def run_job(cfg: DictConfig) -> float:
     """Train ``cfg``; return its final val top-1 (NaN if none). In a multirun a failure is recorded
-    and the sweep goes on; a single run re-raises it so the process exits non-zero."""
+    and the sweep goes on; a single run re-raises it so the process exits non-zero, and a config
+    that cannot run prints one line, ``error: <key>=<value>: <why>; valid: ...``, and exits 2."""
     clock.begin_job()
+    set_threads(int(cfg.trainer.threads))
+    keep_freed_memory()
     try:
         return _run_job(cfg)
     finally:
         clock.end_job()
 
 
+def _plan_single(cfg: DictConfig) -> float:
+    from .cells import Cell
+    from .plan import check_cells, plan_cells, print_plan
+
+    cells = [Cell(0, [], cfg)]
+    print_plan(plan_cells(cells, check_cells(cells)), as_json=str(cfg.dry_run) == "json")
+    return math.nan
+
+
 def _run_job(cfg: DictConfig) -> float:
     sweep_dir = _multirun_dir()
+    if sweep_dir is None and cfg.get("dry_run", False):
+        return _plan_single(cfg)
+    context = read_context(sweep_dir) or RunContext()
     watcher = PreemptionWatcher().install()
     try:
-        outcome = train(cfg, should_stop=watcher)
+        outcome = train(cfg, should_stop=watcher, context=context)
+    except ConfigError as exc:
+        watcher.restore()
+        if sweep_dir is None:
+            if _verbose():
+                raise
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        log.error(f"{run_name(cfg)}: refused, {exc}")
+        outcome = Outcome("refused", run_name(cfg), detail=str(exc))
     except Exception as exc:
         watcher.restore()
         if sweep_dir is None:
             raise
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        print(f"[dnrt] {run_name(cfg)}: FAILED, {reason}", flush=True)
+        log.error(f"{run_name(cfg)}: FAILED, {reason}")
         outcome = Outcome("failed", run_name(cfg), detail=reason)
     if outcome.status == "stopped" and watcher.signum is not None:
         watcher.hand_over()  # under submitit this requeues the job and exits

@@ -27,9 +27,14 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def store_uri(uri: str | None) -> str:
+    """``uri``, else ``sqlite:///<project root>/mlflow.db`` (what a run uses; no environment lookup)."""
+    return uri or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def resolve_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<project root>/mlflow.db``."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<project root>/mlflow.db`` (command-line tools)."""
+    return store_uri(uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 def with_retry(fn: Callable[..., T], *args, attempts: int = 8, base_delay: float = 0.2, **kwargs) -> T:
@@ -65,8 +70,13 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                               "(make server) or point tracking.uri / MLFLOW_TRACKING_URI elsewhere")
 
 
+# MLflow 3's UI opens an experiment by its kind: this one lands on the training-runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create the store (schema migration) and the experiment if needed; return its id."""
+    """Create the store (schema migration) and the experiment if needed; return its id. The
+    experiment is tagged as a model-training experiment (``mlflow.experimentKind``)."""
     check_reachable(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +85,12 @@ def ensure_experiment(uri: str, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             with_retry(client.restore_experiment, exp.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():
+            if exp.tags.get(key) != value:
+                with_retry(client.set_experiment_tag, exp.experiment_id, key, value)
         return exp.experiment_id
     try:
-        return with_retry(client.create_experiment, name)
+        return with_retry(client.create_experiment, name, tags=EXPERIMENT_KIND)
     except MlflowException:  # another process created it first
         exp = with_retry(client.get_experiment_by_name, name)
         if exp is None:

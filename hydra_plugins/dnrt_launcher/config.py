@@ -1,4 +1,5 @@
-"""Config schemas of the packed launchers, registered as ``hydra/launcher: dnrt_local, dnrt_slurm``.
+"""Config schemas of dnrt's launchers, registered as ``hydra/launcher: dnrt_basic, dnrt_local, dnrt_slurm``.
+All three check every cell of a sweep before launching any (``dnrt.launching.sweep``).
 
 They extend hydra-submitit-launcher's schemas with two keys that decide how runs are packed:
 
@@ -10,6 +11,7 @@ They extend hydra-submitit-launcher's schemas with two keys that decide how runs
 from dataclasses import dataclass
 from typing import Optional
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncherConf
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 
@@ -32,5 +34,11 @@ class PackedSlurmConf(SlurmQueueConf):
     max_jobs: Optional[int] = None  # noqa: UP045
 
 
+@dataclass
+class CheckedBasicConf(BasicLauncherConf):
+    _target_: str = f"{PACKAGE}.CheckedBasicLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="dnrt_basic", node=CheckedBasicConf, provider="dnrt")
 ConfigStore.instance().store(group="hydra/launcher", name="dnrt_local", node=PackedLocalConf, provider="dnrt")
 ConfigStore.instance().store(group="hydra/launcher", name="dnrt_slurm", node=PackedSlurmConf, provider="dnrt")

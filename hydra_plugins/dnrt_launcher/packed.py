@@ -4,7 +4,8 @@ A fresh job pays the interpreter start and the imports of torch, torchvision, ti
 (about 6-7 s on a 2-core CPU) before its first step; the later runs of a packed job reuse them
 (``startup_s`` of a warm run is the config, data, model and MLflow run creation only). Every run
 keeps its own Hydra job (output dir, ``hydra.job.num``, overrides), so a packed sweep logs exactly
-what an unpacked one does. A failed run is recorded and the job goes on with the next; a requeued
+what an unpacked one does. Every cell is checked before anything is submitted
+(:func:`dnrt.launching.sweep.prepare_sweep`). A failed run is recorded and the job goes on with the next; a requeued
 job (preemption, time limit) runs its whole pack again, and the runs that already finished are
 skipped by their config hash.
 """
@@ -16,9 +17,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
+from dnrt.launching.sweep import prepare_sweep
 
 log = logging.getLogger(__name__)
 PACK_KEY = "dnrt_pack"  # the one "override" a packed job receives: which pack to run
@@ -46,6 +50,9 @@ class _PackedLauncher(BaseSubmititLauncher):
         self._packs: list[list[tuple[list[str], int]]] = []
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        job_overrides = prepare_sweep(self.config, self.hydra_context.config_loader, job_overrides)
+        if not job_overrides:
+            return []
         packs = assign_packs(len(job_overrides), self.runs_per_job, self.max_jobs)
         if len(packs) == len(job_overrides):
             self._packs = []
@@ -79,3 +86,12 @@ class PackedLocalLauncher(_PackedLauncher):
 
 class PackedSlurmLauncher(_PackedLauncher):
     _EXECUTOR = "slurm"
+
+
+class CheckedBasicLauncher(BasicLauncher):
+    """Hydra's basic launcher (the sweep's jobs one after another in this process), with every
+    cell checked, and the sweep's parent run created, before the first job starts."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        job_overrides = prepare_sweep(self.config, self.hydra_context.config_loader, job_overrides)
+        return super().launch(job_overrides, initial_job_idx) if job_overrides else []

@@ -1,0 +1,92 @@
+"""A sweep's life before fan-out, shared by every dnrt launcher (local, parallel, SLURM).
+
+1. Compose and check every cell in the launching process (:mod:`.cells`, :mod:`dnrt.preflight`).
+2. ``dry_run``: print the plan (:mod:`.plan`) and launch nothing.
+3. An invalid cell stops the sweep before anything is submitted or created, listing every bad
+   cell (exit code 2); with ``sweep.on_invalid=skip`` the valid cells run and the refused ones are
+   recorded in the sweep summary.
+4. Create the experiment and the sweep's parent run once, and write the run context (experiment,
+   parent run, sweep id) into the sweep directory, where every job reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from ..config import run_name
+from ..tracking import ensure_experiment, resolve_uri, with_retry
+from ..train import Outcome, RunContext
+from .cells import compose_cells
+from .context import read_context, write_context
+from .plan import check_cells, plan_cells, print_plan
+from .summary import record
+
+log = logging.getLogger(__name__)
+ON_INVALID = ("stop", "skip")
+
+
+class SweepRefused(SystemExit):
+    """Cells of a sweep cannot run; nothing was submitted. Prints ``message`` to stderr; exit code 2."""
+
+    def __init__(self, message: str):
+        print(message, file=sys.stderr, flush=True)
+        super().__init__(2)
+        self.message = message
+
+
+def begin_sweep(config: DictConfig) -> RunContext:
+    """The sweep's context: created once (experiment, parent run) and written to the sweep dir;
+    a later batch of the same sweep (an Optuna sweeper launches several) reuses it."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    existing = read_context(sweep_dir)
+    if existing is not None:
+        return existing
+    uri = resolve_uri(config.tracking.uri)
+    experiment_id = ensure_experiment(uri, str(config.tracking.experiment))
+    client = MlflowClient(uri)
+    sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    overrides = " ".join(config.hydra.overrides.task)
+    run = with_retry(client.create_run, experiment_id, run_name=f"sweep-{sweep_id}",
+                     tags={"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "dnrt.overrides": overrides,
+                           "dnrt.sweep_dir": str(sweep_dir)})
+    with_retry(client.log_param, run.info.run_id, "overrides", overrides[:6000])
+    context = RunContext(experiment_id, run.info.run_id, sweep_id, uri)
+    write_context(sweep_dir, context)
+    log.info(f"sweep {sweep_id}: experiment {config.tracking.experiment} (id {experiment_id}), "
+             f"parent run {run.info.run_id}")
+    return context
+
+
+def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Check (and in a dry run, plan) every cell; return the overrides of the cells to launch."""
+    on_invalid = str(config.get("sweep", {}).get("on_invalid", "stop"))
+    if on_invalid not in ON_INVALID:
+        raise SweepRefused(f"error: sweep.on_invalid={on_invalid}: unknown policy; valid: {', '.join(ON_INVALID)}")
+    started = time.perf_counter()
+    cells = compose_cells(config_loader, config, job_overrides)
+    refused = check_cells(cells)
+    log.info(f"checked {len(cells)} cells in {time.perf_counter() - started:.1f} s: {len(refused)} refused")
+    dry_run = config.get("dry_run", False)
+    if dry_run:
+        print_plan(plan_cells(cells, refused), as_json=str(dry_run) == "json")
+        return []
+    if refused and on_invalid == "stop":
+        lines = [f"  #{c.index} {' '.join(c.overrides)}: {refused[c.index]}" for c in cells if c.index in refused]
+        raise SweepRefused(f"error: {len(refused)} of {len(cells)} sweep cells cannot run; nothing was submitted "
+                           "(sweep.on_invalid=skip runs the others):\n" + "\n".join(lines))
+    begin_sweep(config)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    for cell in cells:
+        if cell.index in refused:
+            name = run_name(cell.cfg) if cell.cfg is not None else " ".join(cell.overrides)
+            log.warning(f"refused #{cell.index} {name}: {refused[cell.index]}")
+            record(sweep_dir, Outcome("refused", name, detail=refused[cell.index]))
+    return [list(c.overrides) for c in cells if c.index not in refused]
