@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from dnrt.nn import RAA, create_act, list_acts
+from dnrt.nn.raa import _TokenRAAGelu
 
 
 def _formula(x, w, b, base, channel_dim):
@@ -44,26 +45,58 @@ def test_random_parameters_match_formula(base, channel_dim, shape):
     assert torch.allclose(raa(x), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("channel_dim,shape", [(-1, (2, 3, 8)), (-1, (3, 8)), (1, (2, 8, 2, 3))])
+def test_gradcheck_of_the_fused_autograd_function(channel_dim, shape):
+    """The hand-written backward of the fused token RAA_gelu against finite differences."""
+    torch.manual_seed(1)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(8, dtype=torch.float64) * 0.5).requires_grad_()
+    b = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp, wt, bs: _TokenRAAGelu.apply(inp, wt, bs, channel_dim), (x, w, b))
+
+
 @pytest.mark.parametrize("base", ["gelu", "relu"])
 @pytest.mark.parametrize("channel_dim,shape", [(-1, (5, 3, 8)), (1, (4, 8, 3, 5))])
-def test_gradients_reach_both_parameters_and_match_autograd(base, channel_dim, shape):
+def test_module_gradients_match_autograd_through_the_formula(base, channel_dim, shape):
     torch.manual_seed(1)
     raa = RAA(8, base=base, channel_dim=channel_dim).double()
     with torch.no_grad():
         raa.weight.normal_(0, 0.5)
         raa.bias.fill_(0.2)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda inp, w, b: _formula(inp, w, b, base, channel_dim),
-                                    (x, raa.weight, raa.bias))
     raa(x).square().sum().backward()
-    assert raa.weight.grad is not None and raa.weight.grad.abs().sum() > 0
-    assert raa.bias.grad is not None and raa.bias.grad.abs().sum() > 0
-    # the hand-written backward equals autograd through the formula
     w, b = raa.weight.detach().clone().requires_grad_(), raa.bias.detach().clone().requires_grad_()
     x2 = x.detach().clone().requires_grad_()
     _formula(x2, w, b, base, channel_dim).square().sum().backward()
-    assert torch.allclose(raa.weight.grad, w.grad) and torch.allclose(raa.bias.grad, b.grad)
-    assert torch.allclose(x.grad, x2.grad)
+    torch.testing.assert_close(raa.weight.grad, w.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(raa.bias.grad, b.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-10, atol=1e-10)
+
+
+def _variant_formula(x, variant, weight, bias, base, channel_dim):
+    """DESIGN §3 ablations: ``simple`` s = b (one scalar); ``elementwise`` s_i = sum_j W_ij x_j + b_i."""
+    xc = x.movedim(channel_dim, -1)
+    if variant == "simple":
+        s = bias
+    else:
+        s = torch.stack([(xc * weight[i]).sum(-1) for i in range(weight.shape[0])], -1) + bias
+    z = xc + s
+    out = xc * 0.5 * (1 + torch.erf(z / 2**0.5)) if base == "gelu" else torch.clamp(z, min=0)
+    return out.movedim(-1, channel_dim)
+
+
+@pytest.mark.parametrize("variant", ["simple", "elementwise"])
+@pytest.mark.parametrize("base", ["gelu", "relu"])
+@pytest.mark.parametrize("channel_dim,shape", [(-1, (4, 7, 6)), (1, (3, 6, 5, 4))])
+def test_ablation_variants_match_their_formula_with_random_parameters(variant, base, channel_dim, shape):
+    torch.manual_seed(4)
+    raa = RAA(6, base=base, channel_dim=channel_dim, variant=variant).double()
+    with torch.no_grad():
+        for p in raa.parameters():
+            p.normal_(0, 0.5)  # W is not symmetric, b is not zero
+    x = torch.randn(shape, dtype=torch.float64)
+    expected = _variant_formula(x, variant, raa.weight, raa.bias, base, channel_dim)
+    torch.testing.assert_close(raa(x), expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("variant", ["token", "simple", "elementwise"])
