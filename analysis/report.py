@@ -110,11 +110,11 @@ def summary_html(s: SweepSummary) -> str:
         rows = "".join(f"<tr><td>{esc(n)}</td><td>{esc(why)}</td></tr>" for n, why in s.skipped)
         parts.append(f'<details><summary>{len(s.skipped)} skipped</summary><table class="kv"><tbody>{rows}'
                      "</tbody></table></details>")
-    hours = "".join(f"<tr><td>{esc(k)} hours</td><td>{v:.2f}</td></tr>" for k, v in sorted(s.device_h.items()))
+    hours = "".join(f"<tr><td>run hours on {esc(k)}</td><td>{v:.2f}</td></tr>" for k, v in sorted(s.device_h.items()))
     parts.append(f'<table class="kv" id="timings"><tbody><tr><td>wall clock (first start to last end), hours</td>'
                  f"<td>{s.wall_h:.2f}</td></tr>{hours}</tbody></table>"
-                 '<p class="muted">Device hours: the sum of the runs\' durations (end - start), by the device of '
-                 "the run's trainer.device param or system metrics.</p>")
+                 '<p class="muted">Run hours: the sum of the runs\' durations (end - start), by the device their '
+                 "trainer.device param or system metrics name.</p>")
     if s.differing:
         rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(', '.join(v))}</td></tr>" for k, v in s.differing.items())
         parts.append(f'<h3>Configs that differ between the runs</h3><table class="kv" id="differing"><tbody>{rows}'

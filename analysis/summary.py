@@ -29,7 +29,7 @@ class SweepSummary:
     launcher: Counter  # summary.json status -> count (empty when the parent has none)
     skipped: list[tuple[str, str]]  # (run name, reason) from summary.json
     wall_h: float  # first start to last end
-    device_h: dict[str, float]  # "GPU" / "CPU" / "device not recorded" -> sum of run durations
+    device_h: dict[str, float]  # "GPU" / "CPU" / unrecorded -> sum of the runs' durations
     differing: dict[str, list[str]] = field(default_factory=dict)  # param -> its values over the runs
 
 
@@ -80,7 +80,7 @@ def device_of(row: pd.Series) -> str:
     keys = [k for k, v in row.items() if k.startswith("metrics.system/") and pd.notna(v)]
     if any(k.startswith("metrics.system/gpu") for k in keys):
         return "GPU"
-    return "CPU" if keys else "device not recorded"
+    return "CPU" if keys else "an unrecorded device (trainer.device=auto)"
 
 
 def differing_params(df: pd.DataFrame, limit: int = 12) -> dict[str, list[str]]:
