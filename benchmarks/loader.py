@@ -5,6 +5,11 @@ Both sides read the same temporary CIFAR-10 files (the real pickle format), appl
 float32 batches on the same device. They are timed in one process, alternating, so machine load
 affects both alike; the reported rates are medians over the rounds.
 
+Beside them, the paper recipe's train path (``augment=paper``: RandomResizedCrop with random
+interpolation + RandAugment rand-m9-mstd0.5-inc1 + random erasing, which only exists as PIL
+operations) with 0, 1 and 2 DataLoader workers: the cost of that data path, for when a GPU
+consumes batches faster than the CPU can augment them.
+
     python benchmarks/loader.py [--full] [--workers N] [--out result.json]
 """
 
@@ -54,9 +59,25 @@ def _epoch_rate(loader, epoch: int, device: torch.device) -> float:
     return n / (time.perf_counter() - start)
 
 
+def measure_paper_path(root: str, device: torch.device, *, batch_size: int = 256,
+                       workers: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Images/s of one epoch of the ``paper`` train loader (PIL path) per DataLoader worker count."""
+    rates = {}
+    for w in workers:
+        data = CifarData(name="cifar10", root=root, augment="paper", train_interpolation="random",
+                         drop_last=False)
+        loader, _ = data.loaders(batch_size=batch_size, seed=0, device=device, workers=w)
+        for _, _batch in zip(range(1), loader):  # worker start-up outside the timing
+            pass
+        rates[str(w)] = round(_epoch_rate(loader, 1, device), 1)
+        del loader
+    return {"imgs_per_s_by_workers": rates, "augment": "paper (rand-m9-mstd0.5-inc1, random interpolation)"}
+
+
 def measure_loader_speedup(quick: bool = True, *, batch_size: int = 256, rounds: int = 3, workers: int = 0,
-                           device: str | None = None) -> dict:
-    """Median images/s of both paths over ``rounds`` alternating epochs (10k images quick, 50k full)."""
+                           device: str | None = None, paper_workers: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Median images/s of both paths over ``rounds`` alternating epochs (10k images quick, 50k full),
+    and one epoch of the paper train path per worker count in ``paper_workers`` (none if empty)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     num_train = 10_000 if quick else 50_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +93,8 @@ def measure_loader_speedup(quick: bool = True, *, batch_size: int = 256, rounds:
         for r in range(rounds):
             for key, loader in sides.items():
                 rates[key].append(_epoch_rate(loader, r, dev))
+        del sides
+        paper = measure_paper_path(tmp, dev, batch_size=batch_size, workers=paper_workers) if paper_workers else None
     device_rate = statistics.median(rates["device"])
     loader_rate = statistics.median(rates["dataloader"])
     return {
@@ -85,6 +108,7 @@ def measure_loader_speedup(quick: bool = True, *, batch_size: int = 256, rounds:
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
         "dataloader_workers": workers,
+        "paper": paper,
     }
 
 
