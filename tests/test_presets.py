@@ -1,7 +1,12 @@
 """Paper presets: the authors' recipe, the right cells, and a one-epoch smoke sweep."""
 
-import pytest
+import itertools
 
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+import dnrt  # noqa: F401  (registers the resolvers the presets use)
 from tests.conftest import compose_cfg
 from tests.test_data import write_cifar10
 
@@ -44,3 +49,61 @@ def test_paper_vit_smoke_sweep(store, tmp_path):
     models = ["vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small"]
     assert cells == {(m, a, g) for m in models for a, g in [("gelu", "none"), ("raa", "arr")]}
     assert {r.data.params["regularizer.weight"] for r in runs if r.data.params["regularizer.name"] == "arr"} == {"10.0"}
+
+
+def sweep_axes(preset: str) -> list[list[str]]:
+    """The preset's ``hydra.sweeper.params`` expanded by Hydra's own override parser, one list of
+    ``key=value`` overrides per swept key."""
+    params = compose_cfg([f"experiment={preset}"], return_hydra_config=True).hydra.sweeper.params
+    parser = OverridesParser.create()
+    axes = []
+    for key, value in params.items():
+        (override,) = parser.parse_overrides([f"{key}={value}"])
+        axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+    return axes
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_swept_value_composes_and_resolves(preset):
+    """Each value of each swept key, the other keys at their first value (the full grids are
+    products of these)."""
+    axes = sweep_axes(preset)
+    for i, axis in enumerate(axes):
+        for value in axis:
+            cell = [value if j == i else other[0] for j, other in enumerate(axes)]
+            cfg = compose_cfg([f"experiment={preset}", *cell])
+            OmegaConf.to_container(cfg, resolve=True)
+            key, _, expected = value.partition("=")
+            if key in ("model", "dataset"):
+                assert cfg[key].name == expected, cell
+
+
+# The paper's column order, GDN before DNRT (Tables 1 and 2).
+PAPER_MECHANISMS = ["softplus", "elu", "selu", "silu", "relu", "gelu", "gdn", "dnrt"]
+
+
+@pytest.mark.parametrize("preset", ["paper_vit", "paper_cnn"])
+def test_vit_and_cnn_tables_have_the_gdn_column(preset):
+    axes = {a[0].split("=", 1)[0]: [v.split("=", 1)[1] for v in a] for a in sweep_axes(preset)}
+    assert axes["mechanism"] == PAPER_MECHANISMS
+    cfg = compose_cfg([f"experiment={preset}", "mechanism=gdn"])
+    assert (cfg.act.name, cfg.regularizer.name) == ("gdn", "none")
+
+
+def test_paper_longtail_is_table_5_right():
+    """{ViT-Tiny, ResNet-32} x {ReLU, GELU, DNRT} x imbalance {10, 50, 100}: every cell composes
+    to the right model, activation, regulariser and ratio on CIFAR-10-LT."""
+    axes = sweep_axes("paper_longtail")
+    cells = list(itertools.product(*axes))
+    assert len(cells) == 18
+    mechanisms = {"relu": ("relu", "none"), "gelu": ("gelu", "none"), "dnrt": ("raa", "arr")}
+    seen = set()
+    for cell in cells:
+        cfg = compose_cfg(["experiment=paper_longtail", *cell])
+        values = dict(c.split("=", 1) for c in cell)
+        assert cfg.dataset.name == "cifar10_lt"
+        assert cfg.dataset.imbalance_ratio == int(values["dataset.imbalance_ratio"])
+        assert (cfg.act.name, cfg.regularizer.name) == mechanisms[values["mechanism"]]
+        assert cfg.model.name == values["model"]
+        seen.add((cfg.model.name, values["mechanism"], cfg.dataset.imbalance_ratio))
+    assert seen == set(itertools.product(["vit_tiny", "resnet32"], ["relu", "gelu", "dnrt"], [10, 50, 100]))
