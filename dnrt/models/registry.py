@@ -26,16 +26,28 @@ class ModelSpec:
     pooling: str = "auto"
     family: str = "cnn"
     note: str = ""
+    # Stem choices beyond the default "cifar" (the build then takes ``stem=``) and their taps where they differ.
+    stems: tuple[str, ...] = ("cifar",)
+    stem_taps: dict[str, list[str]] = field(default_factory=dict)
+
+    def taps_for(self, stem: str = "cifar") -> list[str]:
+        return self.stem_taps.get(stem, self.taps)
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, taps: list[str], pooling: str = "auto", family: str = "cnn", note: str = ""):
-    """Decorator: register ``build(num_classes, img_size, in_chans, drop_path) -> nn.Module``."""
+def register_model(name: str, taps: list[str], pooling: str = "auto", family: str = "cnn", note: str = "",
+                   stem_taps: dict[str, list[str]] | None = None):
+    """Decorator: register ``build(num_classes, img_size, in_chans, drop_path) -> nn.Module``.
+
+    ``stem_taps``: stem name -> taps for models with a ``stem`` choice beyond ``"cifar"``; their
+    build also takes ``stem=``."""
 
     def wrap(build):
-        _MODELS[name] = ModelSpec(build, list(taps), pooling, family, note)
+        extra = dict(stem_taps or {})
+        _MODELS[name] = ModelSpec(build, list(taps), pooling, family, note, stems=("cifar", *extra),
+                                  stem_taps={k: list(v) for k, v in extra.items()})
         return build
 
     return wrap
@@ -91,16 +103,25 @@ class BuiltModel:
 
 
 def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int = 3, act: str = "",
-                 drop_path: float = 0.0, act_include: str = "*", **_ignored) -> BuiltModel:
+                 drop_path: float = 0.0, act_include: str = "*", stem: str = "cifar") -> BuiltModel:
     """Build ``name`` for ``img_size`` inputs with every activation replaced by ``act``
-    (``""`` keeps the model's own). Returns the model and its default ARR taps."""
+    (``""`` keeps the model's own). Returns the model and its default ARR taps.
+
+    ``stem``: ``"cifar"`` (the small-input adaptation below 64 px) or, for the CNNs that offer it,
+    ``"imagenet"`` (torchvision's definition at every size). Unknown keyword arguments raise
+    ``TypeError`` naming them."""
     spec = _MODELS.get(name)
+    stems = spec.stems if spec is not None else ("cifar",)
+    if stem not in stems:
+        raise ValueError(f"model.stem={stem!r} is not available for model {name!r}; valid: {', '.join(stems)}")
     if spec is not None and spec.family == "vit" and img_size % patch_size_for(img_size):
         raise ValueError(f"{name} splits {img_size}-px inputs into {patch_size_for(img_size)}-px patches, "
                          "which must divide the image size")
     if spec is not None:
-        model = spec.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path=drop_path)
-        taps, pooling = spec.taps, spec.pooling
+        extra = {"stem": stem} if len(spec.stems) > 1 else {}
+        model = spec.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path=drop_path,
+                           **extra)
+        taps, pooling = spec.taps_for(stem), spec.pooling
     else:
         model = _build_timm(name, num_classes, img_size, in_chans, drop_path)
         taps, pooling = default_taps(model)
