@@ -7,15 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import psutil
 import pytest
 import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
-from dnrt.train import checkpoint_path
+from dnrt.train import checkpoint_path, train
 from tests.conftest import FAST, ROOT, compose_cfg
 
 PARALLEL = ["hydra/launcher=parallel", "trainer.epochs=1", *FAST, "dataset.fraction=0.15"]
@@ -76,37 +74,31 @@ def test_slurm_preset_without_sbatch_says_to_use_parallel(store):
     assert store.runs() == []
 
 
-def _kill_tree(pid: int) -> None:
-    parent = psutil.Process(pid)
-    procs = [parent, *parent.children(recursive=True)]
-    for p in procs:
-        p.kill()  # SIGKILL: nothing gets to mark its MLflow run
-    psutil.wait_procs(procs, timeout=30)
-
-
 def test_interrupted_sweep_finishes_only_what_is_missing(store):
-    args = [sys.executable, str(ROOT / "launch.py"), "-m", *PARALLEL, "trainer.epochs=2", "seed=0,1,2,3",
-            "tracking.experiment=test"]
-    env = {**store.env(), "DNRT_MAX_PARALLEL": "1"}  # one worker, so the kill lands mid-sweep
-    first = subprocess.Popen(args, cwd=store.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and not any(r.info.status == "FINISHED" for r in store.runs()):
-        time.sleep(2)
-    _kill_tree(first.pid)
+    """A sweep killed outright (SIGKILL: no handler runs, its run stays RUNNING) right after step k of
+    its third run: the same command skips the two finished runs, recognises the dead RUNNING one by
+    its pid, resumes it from its last epoch, and trains the fourth."""
+    cells = ["hydra/launcher=local", "trainer.epochs=1,2", "seed=0,1", *FAST, "dataset.fraction=0.15",
+             *store.overrides()]
+    k = steps_per_epoch(compose_cfg([*FAST, "dataset.fraction=0.15"])) + 3  # epoch 2 of the first 2-epoch run
+    first = store.launch("-m", *cells, f"trainer.signal_at_step={{step:{k},signal:KILL}}")
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     before = store.runs()
-    done_before = _finished_by_hash(before)
-    assert len(done_before) >= 1 and len(done_before) < 4, [r.info.status for r in before]
+    assert sorted((r.data.params["trainer.epochs"], r.data.params["seed"], r.info.status) for r in before) == [
+        ("1", "0", "FINISHED"), ("1", "1", "FINISHED"), ("2", "0", "RUNNING")]
+    (killed,) = [r for r in before if r.info.status == "RUNNING"]
 
-    proc = subprocess.run(args, cwd=store.root, env=env, capture_output=True, text=True, timeout=900)
+    proc = store.launch("-m", *cells)  # the same sweep (the crash injection is no part of a run's identity)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs()
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert len(finished) == 4 and len(_finished_by_hash(finished)) == 4
-    assert not any(r.info.status == "RUNNING" for r in runs)  # the killed ones were recognised as dead
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert killed.info.run_id in {r.info.run_id for r in runs}  # resumed into the same run
     out = proc.stdout + proc.stderr
-    assert f"skipped: {len(done_before)}" in out
-    for run in finished:  # resumed or not, each epoch is logged once
-        assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
+    assert "resumed at epoch 1" in out and "finished: 1, resumed: 1, skipped: 2" in out, out[-3000:]
+    for run in runs:  # resumed or not, each epoch is logged once
+        epochs = int(run.data.params["trainer.epochs"])
+        assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == list(
+            range(1, epochs + 1))
 
 
 def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
@@ -131,36 +123,39 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
         assert torch.allclose(a["arr"][key].double(), b["arr"][key].double(), rtol=2e-2, atol=1e-2), key
 
 
+def steps_per_epoch(cfg) -> int:
+    """Training batches per epoch of ``cfg``'s data (drop_last batches of ``trainer.batch_size``)."""
+    from hydra.utils import instantiate
+
+    train_loader, _ = instantiate(cfg.dataset).loaders(int(cfg.trainer.batch_size), seed=int(cfg.seed),
+                                                        device=torch.device("cpu"))
+    return len(train_loader)
+
+
 def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(store):
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, "dataset.fraction=0.6"]
-    ref = store.launch(*common, "tracking.experiment=ref")
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    args = [sys.executable, str(ROOT / "launch.py"), *common, "tracking.experiment=cut", "trainer.progress=true"]
-    proc = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until epoch 1 is logged, then stop it inside epoch 2
-        runs = store.runs("cut")
-        if runs and store.client.get_metric_history(runs[0].info.run_id, "val/acc1"):
-            break
-        time.sleep(0.5)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "checkpointing at the next step" in out, out[-2000:]
-    (cut,) = store.runs("cut")
-    assert cut.info.status == "KILLED"
-    cfg = compose_cfg([*common, *store.overrides("cut")])
-    partial = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
-    assert partial["epoch"] == 1 and partial["partial"]["step"] > 0
-    again = store.launch(*common, "tracking.experiment=cut")
-    assert again.returncode == 0, again.stderr[-2000:]
-    (cut,), (ref_run,) = store.runs("cut"), store.runs("ref")
-    assert cut.info.status == "FINISHED"
-    assert [m.step for m in store.client.get_metric_history(cut.info.run_id, "val/acc1")] == [1, 2]
-    final_cut = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
+    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST]
     ref_cfg = compose_cfg([*common, *store.overrides("ref")])
+    assert train(ref_cfg).status == "finished"  # uninterrupted, in this process (one thread, as launched)
+    cfg = compose_cfg([*common, *store.overrides("cut")])
+    steps = steps_per_epoch(cfg)
+    stop_at = steps + 5  # SIGTERM to itself right after the 5th step of epoch 2
+    cut = store.launch(*common, "tracking.experiment=cut", f"trainer.signal_at_step={{step:{stop_at},signal:TERM}}")
+    out = cut.stdout + cut.stderr
+    assert cut.returncode != 0 and "caught SIGTERM" in out, out[-2000:]
+    assert "preempted in epoch 2 after step 5" in out, out[-2000:]
+    (run,) = store.runs("cut")
+    assert run.info.status == "KILLED"
+    partial = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
+    assert partial["epoch"] == 1 and partial["partial"]["step"] == 5  # resumes exactly after global step k
+    assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1]
+    again = store.launch(*common, "tracking.experiment=cut")  # the hook is not part of the run's identity
+    assert again.returncode == 0, again.stderr[-2000:]
+    (cut_run,), (ref_run,) = store.runs("cut"), store.runs("ref")
+    assert cut_run.info.status == "FINISHED" and cut_run.info.run_id == run.info.run_id
+    assert [m.step for m in store.client.get_metric_history(cut_run.info.run_id, "val/acc1")] == [1, 2]
+    final_cut = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
     final_ref = load_checkpoint(checkpoint_path(ref_cfg, config_hash(ref_cfg)))
-    for key, tensor in final_ref["model"].items():
-        assert torch.equal(tensor, final_cut["model"][key]), key
-    assert cut.data.metrics["final/val_acc1"] == ref_run.data.metrics["final/val_acc1"]
+    for part in ("model", "arr"):
+        for key, tensor in final_ref[part].items():
+            assert torch.equal(tensor, final_cut[part][key]), key
+    assert cut_run.data.metrics["final/val_acc1"] == ref_run.data.metrics["final/val_acc1"]
