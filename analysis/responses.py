@@ -83,7 +83,7 @@ def _last_taps(cfg: DictConfig, model: torch.nn.Module) -> tuple[list[str], str]
     """Where ARR taps (or would tap) this model: the regularizer's taps, else the model's defaults."""
     reg = cfg.get("regularizer", {})
     spec = model_spec(str(cfg.model.name))
-    taps = reg.get("taps") or (spec.taps if spec else None)
+    taps = reg.get("taps") or (spec.taps_for(str(cfg.model.get("stem", "cifar"))) if spec else None)
     pooling = reg.get("pooling") or (spec.pooling if spec else "auto")
     if not taps:
         from dnrt.models import default_taps  # timm models: the registry's own fallback
