@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..nn import ARR
+from .amp import amp_dtype, grad_scaler
 from .distributed import DistInfo
 
 
@@ -30,6 +31,7 @@ class Components:
     val_loader: object
     device: torch.device
     amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None = None  # float16 autocast only (trainer.amp=fp16)
 
 
 def select_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -50,12 +52,6 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
-def amp_dtype(setting, device: torch.device) -> torch.dtype | None:
-    if setting == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return torch.bfloat16 if setting else None
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices). Data order and augmentation do not use these:
     loaders derive their randomness from (seed, epoch, rank), so a resume replays them exactly."""
@@ -68,6 +64,7 @@ def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
     t = cfg.trainer
     seed_everything(int(cfg.seed))
     device = select_device(t.device, dist_info)
+    dtype = amp_dtype(t.amp, device)  # an unusable setting fails before anything is built
     data = instantiate(cfg.dataset)
     try:
         built = instantiate(cfg.model, num_classes=data.num_classes, img_size=data.img_size,
@@ -103,4 +100,4 @@ def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                     else None)
     return Components(data, model, core, arr, optimizer, scheduler, train_loader, val_loader, device,
-                      amp_dtype(t.amp, device))
+                      dtype, grad_scaler(dtype, device))

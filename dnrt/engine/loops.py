@@ -59,12 +59,16 @@ def _sync(device: torch.device) -> None:
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler, arr: ARR | None,
                     sc: StepConfig, epoch: int, device: torch.device, desc: str = "", start_step: int = 0,
                     resume_sums: torch.Tensor | None = None, resume_times: tuple[float, float] = (0.0, 0.0),
-                    should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+                    should_stop: Callable[[], bool] | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """Train epoch ``epoch`` (0-based); returns ``train/*`` metrics, ``lr`` and timing.
 
     ``start_step``/``resume_sums`` continue a partly done epoch: the loader replays the same batches
     (its order and augmentation depend only on seed and epoch) and the first ``start_step`` are
     skipped. ``should_stop`` is polled between steps; when it returns True, :class:`Interrupted`.
+    ``scaler`` (float16 autocast): see :func:`backward_and_step`. The scheduler is stepped after
+    every optimizer step, ``step_update(global step + 1)``: step ``k`` (0-based) runs at the rate
+    the schedule gives for ``k``.
     """
     model.train()
     if arr is not None:
@@ -92,10 +96,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             reg = arr(y) if arr is not None else ce.new_zeros(())
             loss = ce + sc.arr_weight * reg
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if sc.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), sc.grad_clip)
-        optimizer.step()
+        backward_and_step(loss, model, optimizer, sc.grad_clip, scaler)
         scheduler.step_update(num_updates=epoch * steps + i + 1)
         after_step(sc.signal_at, epoch * steps + i + 1)
         with torch.no_grad():
@@ -123,6 +124,25 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         "epoch_time_s": elapsed, "train/throughput_img_s": seen / max(elapsed, 1e-9),
         "train/data_time_frac": data_time / max(elapsed, 1e-9),
     }
+
+
+def backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      grad_clip: float | None, scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backward, clip the gradient norm to ``grad_clip`` (if set) and step. With a GradScaler the
+    loss is scaled, the gradients are unscaled before clipping (the clip sees true norms), and a
+    step whose gradients overflowed is skipped while the scaler lowers its scale."""
+    if scaler is None:
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @torch.no_grad()

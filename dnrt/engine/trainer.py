@@ -61,7 +61,7 @@ class Trainer:
         c = self.c
         return {
             "model": c.core.state_dict(), "optimizer": c.optimizer.state_dict(),
-            "scheduler": c.scheduler.state_dict(), "scaler": None,
+            "scheduler": c.scheduler.state_dict(), "scaler": c.scaler.state_dict() if c.scaler is not None else None,
             "arr": c.arr.state_dict() if c.arr is not None else None,
             "epoch": self.state.epoch, "history": self.state.history, "best_acc1": self.state.best_acc1,
             "run_id": self.state.run_id, "partial": self.state.partial, "rng": rng_state(),
@@ -77,6 +77,8 @@ class Trainer:
             return
         c.optimizer.load_state_dict(ckpt["optimizer"])
         c.scheduler.load_state_dict(ckpt["scheduler"])
+        if c.scaler is not None and ckpt.get("scaler"):
+            c.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt["best_acc1"], ckpt["run_id"],
                                 ckpt.get("partial"))
@@ -112,7 +114,8 @@ class Trainer:
                 train_m = train_one_epoch(
                     c.model, c.train_loader, c.optimizer, c.scheduler, c.arr, self.step_cfg, epoch, c.device,
                     start_step=partial.get("step", 0), resume_sums=partial.get("sums"),
-                    resume_times=tuple(partial.get("times", (0.0, 0.0))), should_stop=should_stop)
+                    resume_times=tuple(partial.get("times", (0.0, 0.0))), should_stop=should_stop,
+                    scaler=c.scaler)
             except Interrupted as stop:
                 self.state.partial = {"step": stop.step, "sums": stop.sums, "times": [stop.data_time, stop.elapsed]}
                 self.save()

@@ -1,0 +1,39 @@
+"""OmegaConf resolvers used by the YAML files in ``conf/``. Registered when ``dnrt`` is imported
+(``launch.py`` imports it before Hydra composes), so every process that resolves a config has them.
+
+- ``${dnrt.scale_lr:BASE,BATCH,REF}``: the linear scaling rule, ``BASE * BATCH / REF``
+  (``optim=paper``: 5e-4 at batch 512).
+- ``${dnrt.lookup:KEY,{k: v, ...},DEFAULT}``: ``v`` for ``KEY`` in the table, else ``DEFAULT``
+  (the paper presets' per-model drop path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+def scale_lr(base_lr: float, batch_size: int, ref_batch_size: int) -> float:
+    """``base_lr`` at ``ref_batch_size``, scaled linearly to ``batch_size``."""
+    for key, value in (("base_lr", base_lr), ("batch_size", batch_size), ("ref_batch_size", ref_batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"dnrt.scale_lr: {key}={value!r} must be a number > 0")
+    return float(base_lr) * batch_size / ref_batch_size
+
+
+def lookup(key: Any, table: Any, default: Any) -> Any:
+    """``table[key]`` if present, else ``default``."""
+    if not hasattr(table, "get"):
+        raise ValueError(f"dnrt.lookup: the table must be a mapping, got {table!r}")
+    return table.get(key, default)
+
+
+RESOLVERS = {"dnrt.scale_lr": scale_lr, "dnrt.lookup": lookup}
+
+
+def register_resolvers() -> None:
+    """Register every resolver once (idempotent: importing twice is harmless)."""
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
