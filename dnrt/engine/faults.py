@@ -32,4 +32,5 @@ def parse_signal_at(setting: Any) -> SignalAt | None:
 def after_step(at: SignalAt | None, global_step: int) -> None:
     """Signal this process if ``global_step`` (1-based, counted over epochs) is the chosen one."""
     if at is not None and global_step == at[0]:
+        print(f"[dnrt] trainer.signal_at_step: {at[1].name} after global step {global_step}", flush=True)
         signal.raise_signal(at[1])  # handlers (the preemption watcher) run before this returns

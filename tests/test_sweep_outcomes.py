@@ -1,0 +1,76 @@
+"""What a local sweep leaves behind: a cell that fails mid-training, the summary and counts on the
+sweep's parent run, and an Optuna search whose trials are MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FAST, ROOT, Store
+
+TINY = ["trainer.epochs=1", *FAST, "dataset.fraction=0.1"]
+
+
+@pytest.fixture(scope="module")
+def failed_sweep(tmp_path_factory, migrated_db) -> tuple[Store, subprocess.CompletedProcess]:
+    """One local sweep of two cells; optim.lr=1e30 drives the second one's loss to NaN mid-epoch."""
+    root = tmp_path_factory.mktemp("failed-sweep")
+    shutil.copyfile(migrated_db, root / "mlflow.db")
+    store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
+    return store, store.launch("-m", "hydra/launcher=local", "optim.lr=1e-3,1e30", *TINY, *store.overrides())
+
+
+def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
+    store, proc = failed_sweep
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "1 run(s) failed" in out, out[-3000:]
+    runs = {float(r.data.params["optim.lr"]): r for r in store.runs()}
+    assert sorted(runs) == [1e-3, 1e30]
+    good, bad = runs[1e-3], runs[1e30]
+    assert good.info.status == "FINISHED" and "final/val_acc1" in good.data.metrics
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
+    error = Path(store.client.download_artifacts(bad.info.run_id, "error.txt", str(store.root)))
+    assert "Traceback" in error.read_text() and "NonFiniteLoss" in error.read_text()
+
+
+def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
+    store, _ = failed_sweep
+    everything = store.runs(children_only=False)
+    (parent,) = [r for r in everything if r.data.tags.get("dnrt.kind") == "sweep"]
+    children = [r for r in everything if r is not parent]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert parent.info.status == "FAILED"  # a run of it failed
+    summary = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "summary.json",
+                                                               str(store.root))).read_text())
+    mlflow_status = {"FINISHED": "finished", "FAILED": "failed"}
+    assert sorted((row["run_name"], row["status"]) for row in summary if row["status"] != "failed") == sorted(
+        (r.info.run_name, mlflow_status[r.info.status]) for r in children if r.info.status == "FINISHED")
+    (failed_row,) = [row for row in summary if row["status"] == "failed"]
+    assert "NonFiniteLoss" in failed_row["detail"]
+    for status in ("finished", "skipped", "resumed", "failed", "stopped"):
+        expected = sum(mlflow_status.get(r.info.status) == status for r in children)
+        assert parent.data.metrics[f"sweep/{status}"] == expected, status
+
+
+def test_arr_optuna_search_runs_its_trials(store):
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "hparams_search=arr_optuna",
+                           "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
+                           f"hydra.sweep.dir={store.root / 'search'}"],
+                          cwd=store.root, env=store.env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = store.runs()
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    points = {(float(r.data.params["regularizer.weight"]), float(r.data.params["regularizer.momentum"]))
+              for r in trials}
+    assert len(points) == 2  # two different points of the search space
+    assert all(0.5 <= lam <= 50.0 and 0.01 <= m <= 1.0 for lam, m in points)
+    assert all(r.data.params["act.name"] == "raa" and r.data.params["regularizer.name"] == "arr" for r in trials)
+    best = yaml.safe_load((store.root / "search" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(r.data.metrics["final/val_acc1"] for r in trials)
