@@ -21,8 +21,9 @@ def test_preset_carries_the_authors_recipe(preset):
     assert cfg.optim.weight_decay == 0.05
     assert cfg.sched.warmup_epochs == 20 and cfg.sched.warmup_lr == 1e-6 and cfg.sched.min_lr == 1e-5
     assert cfg.dataset.augment == "paper"
-    if preset != "paper_cnn":
-        assert cfg.model.drop_path == 0.1
+    # stochastic depth by model, the same rule in every preset: 0.1 for the ViTs, none for the CNNs
+    for model, rate in (("vit_tiny", 0.1), ("tnt_small", 0.1), ("resnet18", 0.0), ("resnet32", 0.0)):
+        assert compose_cfg([f"experiment={preset}", f"model={model}"]).model.drop_path == rate, model
 
 
 @pytest.mark.parametrize("dataset,weight", [("cifar10", 10.0), ("cifar100", 20.0)])
