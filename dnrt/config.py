@@ -88,13 +88,31 @@ def signed_params(cfg: DictConfig) -> dict[str, str]:
             if not _dropped(k, EXECUTION_KEYS) and not (k in neutral and neutral[k] == v)}
 
 
+def signature_revisions(cfg: DictConfig) -> dict[str, int]:
+    """``signature.revised`` entries (``"<key>=<value>": revision``) that this config matches: a
+    scoped version bump for one value whose meaning changed (a model definition), which re-signs
+    only the runs that use it."""
+    sig = cfg.get("signature")
+    node = sig.get("revised") if sig is not None else None
+    if not node:
+        return {}
+    params = flat_params(cfg)
+    matched = {}
+    for cond, revision in OmegaConf.to_container(node, resolve=True).items():
+        key, _, value = str(cond).partition("=")
+        if params.get(key) == value:
+            matched[str(cond)] = int(revision)
+    return matched
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Stable 16-hex signature of everything that changes a run's result (see ``signed_params``).
-    Version 1 hashes the params alone, so runs signed before versions existed keep their hash."""
+    Version 1 hashes the params alone, so runs signed before versions existed keep their hash; a
+    version bump or a matching ``signature.revised`` entry is hashed with them."""
     payload: dict[str, Any] = signed_params(cfg)
-    version = signature_version(cfg)
-    if version != 1:
-        payload = {"params": payload, "signature_version": version}
+    version, revisions = signature_version(cfg), signature_revisions(cfg)
+    if version != 1 or revisions:
+        payload = {"params": payload, "signature_version": version, **({"revised": revisions} if revisions else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -14,7 +14,7 @@ import functools
 import inspect
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, validate
 from .nn import ActSpec
 from .nn.taps import POOLINGS
+from .schemas import ArrConf, NoRegularizerConf, TrackingConf, TrainerConf
 
 _UNEXPECTED = re.compile(r"unexpected keyword argument '([^']+)'")
 
@@ -73,6 +74,26 @@ def act_spec(cfg: DictConfig) -> ActSpec:
         return ActSpec(**_container(cfg.act))
     except TypeError as exc:
         raise unknown_key("act", exc, ActSpec, cfg.act) or exc from None
+
+
+# Top-level keys of the config (groups and conf/config.yaml's own keys); anything else was added by hand.
+TOP_LEVEL_KEYS = frozenset({"model", "act", "regularizer", "dataset", "optim", "sched", "trainer", "tracking", "seed",
+                            "force", "dry_run", "sweep", "data_dir", "signature"})
+
+
+def check_schema_keys(cfg: DictConfig) -> None:
+    """Keys added with ``+`` to a group with a typed schema, or to the top level, are refused: Hydra
+    lets ``+key=value`` past a schema on purpose, and nothing would read them."""
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(str(key), cfg.get(key), "unknown top-level key", sorted(TOP_LEVEL_KEYS))
+    schemas = {"trainer": TrainerConf, "tracking": TrackingConf,
+               "regularizer": ArrConf if cfg.regularizer.get("name") == "arr" else NoRegularizerConf}
+    for group, schema in schemas.items():
+        known = [f.name for f in fields(schema)]
+        for key in cfg[group]:
+            if key not in known:
+                raise ConfigError(f"{group}.{key}", cfg[group].get(key), "unknown key", known)
 
 
 def check_regularizer(cfg: DictConfig) -> None:
@@ -171,6 +192,7 @@ def check_model_fits(cfg: DictConfig, shape: DataShape) -> None:
 def preflight(cfg: DictConfig, fit: bool = True) -> DataShape:
     """Every check a run needs before anything is created; ``fit`` also builds the model once
     (cached) to check that it takes the data's inputs. Returns the data's shape."""
+    check_schema_keys(cfg)
     validate(cfg)
     act_spec(cfg)
     check_regularizer(cfg)

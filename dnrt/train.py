@@ -26,7 +26,7 @@ import psutil
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from .config import SIGNATURE_TAG, ConfigError, config_hash, run_name, signature_version
+from .config import SIGNATURE_TAG, ConfigError, config_hash, run_name, signature_revisions, signature_version
 from .engine.build import build_components
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import DistInfo, broadcast_object, init_distributed
@@ -134,7 +134,8 @@ def _open_tracker(cfg: DictConfig, plan: Plan, client: MlflowClient, experiment_
     if plan.action == "resume":
         return RunTracker.reopen(client, plan.run_id)
     extra = {"mlflow.parentRunId": context.parent_run_id, "dnrt.sweep_id": context.sweep_id,
-             SIGNATURE_TAG: str(signature_version(cfg))}
+             SIGNATURE_TAG: str(signature_version(cfg)),
+             "dnrt.signature_revised": ", ".join(f"{k}: {v}" for k, v in signature_revisions(cfg).items())}
     return RunTracker.create(client, experiment_id, cfg, extra)
 
 

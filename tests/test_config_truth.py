@@ -20,7 +20,7 @@ from dnrt.preflight import preflight
 from dnrt.train import RunContext, train
 from tests.conftest import CONF, FAST, compose_cfg
 
-ONE_EPOCH = [*FAST, "trainer.epochs=1", "dataset.fraction=0.2", "tracking.experiment=test"]
+ONE_EPOCH = [*FAST, "trainer.epochs=1", "tracking.experiment=test"]
 
 
 def _raa_layers(cfg) -> list[RAA]:
@@ -51,6 +51,10 @@ def test_act_keys_build_the_module():
     (["+model.foo=3"], "model.foo"),
     (["+dataset.foo=3"], "dataset.foo"),
     (["+act.foo=3"], "act.foo"),
+    (["+trainer.foo=3"], "trainer.foo"),
+    (["+tracking.foo=3"], "tracking.foo"),
+    (["regularizer=arr", "+regularizer.foo=3"], "regularizer.foo"),
+    (["+foo=3"], "foo"),
     (["act=raa", "act.variant=wide"], "act.variant"),
     (["act=gelu", "+act.variant=simple"], "act.variant"),
     (["act=raa_relu_simple", "act.variant=token"], "act.variant"),
@@ -64,6 +68,15 @@ def test_bad_keys_are_refused_naming_the_key(overrides, key):
         preflight(compose_cfg([*overrides, *FAST]))
     line = str(err.value)
     assert line.startswith(f"{key}=") and "\n" not in line, line
+
+
+@pytest.mark.parametrize("override", ["trainer.epochs=three", "regularizer=arr regularizer.momentum=high",
+                                      "tracking.stale_after_s=soon"])
+def test_wrong_types_fail_at_composition_with_hydras_message(override):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="Error merging override"):
+        compose_cfg(override.split())
 
 
 def test_model_that_does_not_fit_the_input_is_refused_before_any_run():
@@ -206,3 +219,30 @@ def test_every_group_option_passes_preflight_or_names_missing_files():
     for group in ("act", "regularizer", "model"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
             preflight(compose_cfg([f"{group}={option}", *FAST]), fit=False)
+
+
+# Signatures as the release before versioned signatures computed them (commit 8ff2221). A new key
+# without a neutral declaration, or a changed default, changes them and orphans every user's runs.
+V1_SIGNATURES = [
+    ("", "a038d200a8110aee"),
+    ("regularizer=arr", "3b8a19a46f16d0e0"),
+    ("model=vit_tiny act=raa regularizer=arr", "b7f9a1e3eb7faf61"),
+    ("act=raa_gelu_simple", "50e1444374a860a9"),
+    ("dataset=cifar100 regularizer=arr model=resnet18", "d554cb09b6816912"),
+    ("model=vgg11 act=relu dataset=cifar10", "181689788d822439"),
+    ("dataset=cifar10_lt dataset.imbalance_ratio=50", "1fc6775afa948bf3"),
+    ("optim=sgd sched=step", "0c04f8ea7100f3eb"),
+]
+
+
+@pytest.mark.parametrize("overrides,signature", V1_SIGNATURES)
+def test_signatures_of_earlier_runs_are_unchanged(overrides, signature):
+    assert config_hash(compose_cfg(overrides.split())) == signature
+
+
+def test_a_revised_value_re_signs_only_its_runs():
+    for model, revised in (("deit_tiny", True), ("pvt_tiny", True), ("tnt_small", True), ("vit_tiny", False)):
+        cfg = compose_cfg([f"model={model}"])
+        plain = cfg.copy()
+        plain.signature.revised = {}
+        assert (config_hash(cfg) != config_hash(plain)) == revised, model

@@ -15,7 +15,10 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncherConf
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 
+from dnrt.schemas import register_schemas
+
 PACKAGE = "hydra_plugins.dnrt_launcher.packed"
+register_schemas()  # the typed schemas of conf/'s fixed-key groups: Hydra imports this module at startup
 
 
 @dataclass
