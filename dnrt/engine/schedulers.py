@@ -17,14 +17,15 @@ def cosine_after_warmup(optimizer: torch.optim.Optimizer, num_epochs: int, updat
     Same call and return as ``create_scheduler_v2``: ``(scheduler, num_epochs)``. With
     ``step_on_epochs=False`` (what the trainer passes) time is counted in optimizer updates and the
     trainer calls ``step_update(num_updates)`` after every step. A run no longer than its warmup
-    (a smoke run) stays in the warmup: ``t_initial`` is kept >= 1.
+    (a smoke run) stays in the warmup; its ``t_initial`` (then never reached) is the run's length.
     """
     if warmup_epochs < 0 or num_epochs < 1 or updates_per_epoch < 1:
         raise ValueError(f"cosine_after_warmup: warmup_epochs={warmup_epochs}, num_epochs={num_epochs}, "
                          f"updates_per_epoch={updates_per_epoch} (need >= 0, >= 1, >= 1)")
     unit = 1 if step_on_epochs else updates_per_epoch
+    decay_epochs = num_epochs - warmup_epochs if num_epochs > warmup_epochs else num_epochs
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=max(1, (num_epochs - warmup_epochs) * unit), lr_min=min_lr,
+        optimizer, t_initial=decay_epochs * unit, lr_min=min_lr,
         warmup_t=warmup_epochs * unit, warmup_lr_init=warmup_lr, warmup_prefix=False,
         t_in_epochs=step_on_epochs)
     return scheduler, num_epochs
