@@ -83,6 +83,16 @@ def device_of(row: pd.Series) -> str:
     return "CPU" if keys else "an unrecorded device (trainer.device=auto)"
 
 
+def _follows_group(df: pd.DataFrame, col: str) -> bool:
+    """``act.base`` etc.: a key of a config group whose value is fixed by the group's choice
+    (``act.name``) only repeats that choice, so it is not listed apart."""
+    group = col.removeprefix("params.").split(".", 1)[0]
+    name = f"params.{group}.name"
+    if name == col or name not in df or "." not in col.removeprefix("params."):
+        return False
+    return bool((df[col].fillna("<unset>").astype(str).groupby(df[name].astype(str)).nunique() <= 1).all())
+
+
 def differing_params(df: pd.DataFrame, limit: int = 12) -> dict[str, list[str]]:
     """Params with more than one value over the runs (execution settings left out): the sweep's axes,
     and anything else that changed between cells."""
@@ -92,7 +102,7 @@ def differing_params(df: pd.DataFrame, limit: int = 12) -> dict[str, list[str]]:
         if any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS):
             continue
         values = sorted(set(df[col].fillna("<unset>").astype(str)))
-        if len(values) > 1:
+        if len(values) > 1 and not _follows_group(df, col):
             out[key] = values[:limit] + ([f"... ({len(values)} values)"] if len(values) > limit else [])
     first = [ALIASES[k].removeprefix("params.") for k in ("model", "dataset", "act", "regularizer", "seed")]
     return dict(sorted(out.items(), key=lambda kv: (first.index(kv[0]) if kv[0] in first else len(first), kv[0])))

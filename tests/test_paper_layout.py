@@ -192,6 +192,8 @@ def test_report_opens_in_chromium(small_store: GeneratedStore, tmp_path: Path, b
     generic = browser.find_element(By.CSS_SELECTOR, "table.ablation").text
     assert all(f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} (3)" in generic for v in runs.values())
     assert "CUDA out of memory" in browser.find_element(By.ID, "problems").text
+    differing = [r.text.split(" ", 1)[0] for r in browser.find_elements(By.CSS_SELECTOR, "#differing tr")]
+    assert sorted(differing) == ["act.name", "model.name", "regularizer.name", "seed"]  # the generated axes
     client = MlflowClient(small_store.uri)
     children = [r for r in client.search_runs([small_store.experiment_id], max_results=1000)
                 if r.data.tags.get("dnrt.kind") != "sweep"]
