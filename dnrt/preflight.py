@@ -1,9 +1,9 @@
 """Checks that refuse a config before anything is created (no MLflow run, checkpoint or output).
 
 ``preflight(cfg)`` runs every check a run needs: values, the names of the model, activation and
-data set, every key of the instantiated groups (an unknown key is an error naming it), the data
-files, and whether the model fits the data's input size. Errors are :class:`ConfigError`, one line:
-``<key>=<value>: <why>; valid: ...``. The sweep check runs the same function on every cell before
+data set, every key of every group (an unknown key is an error naming it; optimizer and schedule
+are built on a tiny module), the data files, and whether the model fits the data's input size.
+Errors are :class:`ConfigError`, one line: ``<key>=<value>: <why>; valid: ...``. The sweep check runs the same function on every cell before
 any job is submitted; model-fit results are cached per distinct model and input shape, so a
 1,000-cell sweep builds each distinct model once.
 """
@@ -189,6 +189,14 @@ def check_model_fits(cfg: DictConfig, shape: DataShape) -> None:
         raise ConfigError(key, value, why)
 
 
+def check_optim_sched(cfg: DictConfig) -> None:
+    """Build the optimizer and the schedule on a two-parameter module: every key is accepted and
+    every value is one they take (cheap; the real ones are built with the model)."""
+    from .engine.build import build_optimizer, build_scheduler
+
+    build_scheduler(cfg, build_optimizer(cfg, torch.nn.Linear(2, 1)), steps_per_epoch=1)
+
+
 def preflight(cfg: DictConfig, fit: bool = True) -> DataShape:
     """Every check a run needs before anything is created; ``fit`` also builds the model once
     (cached) to check that it takes the data's inputs. Returns the data's shape."""
@@ -196,6 +204,7 @@ def preflight(cfg: DictConfig, fit: bool = True) -> DataShape:
     validate(cfg)
     act_spec(cfg)
     check_regularizer(cfg)
+    check_optim_sched(cfg)
     check_model_name(cfg)
     data = instantiate_dataset(cfg)
     shape = DataShape(int(data.num_classes), int(data.img_size), int(data.in_chans))

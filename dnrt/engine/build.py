@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from ..config import ConfigError
 from ..nn import ARR
+from ..preflight import act_spec, instantiate_dataset, unknown_key
 from .amp import amp_dtype, grad_scaler
 from .distributed import DistInfo
 
@@ -60,20 +61,49 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _group_error(group: str, cfg: DictConfig, exc: BaseException) -> ConfigError:
+    node = cfg[group]
+    err = unknown_key(group, exc, get_method(node._target_), node)
+    cause = exc.__cause__ or exc
+    return err or ConfigError(f"{group}={node.get('opt', node.get('sched', node._target_))}", "...",
+                              f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``cfg.optim`` for ``model``; an unknown key or a value the optimizer refuses is a ConfigError."""
+    try:
+        return instantiate(cfg.optim, model_or_params=model)
+    except (InstantiationException, TypeError, ValueError) as exc:
+        raise _group_error("optim", cfg, exc) from exc
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """``cfg.sched`` stepped per iteration over ``trainer.epochs`` epochs of ``steps_per_epoch``."""
+    try:
+        scheduler, _ = instantiate(cfg.sched, optimizer=optimizer, num_epochs=cfg.trainer.epochs,
+                                   updates_per_epoch=steps_per_epoch, step_on_epochs=False)
+    except (InstantiationException, TypeError, ValueError) as exc:
+        raise _group_error("sched", cfg, exc) from exc
+    return scheduler
+
+
 def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
     t = cfg.trainer
     seed_everything(int(cfg.seed))
     device = select_device(t.device, dist_info)
     dtype = amp_dtype(t.amp, device)  # an unusable setting fails before anything is built
-    data = instantiate(cfg.dataset)
+    data = instantiate_dataset(cfg)
     try:
-        built = instantiate(cfg.model, num_classes=data.num_classes, img_size=data.img_size,
-                            in_chans=data.in_chans, act=cfg.act.name)
-    except InstantiationException as exc:
+        # act goes in after instantiation: Hydra would turn the ActSpec dataclass into a config node
+        build = instantiate(cfg.model, _partial_=True, num_classes=data.num_classes, img_size=data.img_size,
+                            in_chans=data.in_chans)
+        built = build(act=act_spec(cfg))
+    except (InstantiationException, TypeError, ValueError, KeyError) as exc:
+        err = unknown_key("model", exc, get_method(cfg.model._target_), cfg.model)
+        if err is not None:
+            raise err from exc
         cause = exc.__cause__ or exc
-        if isinstance(cause, KeyError):  # an unknown model or activation name
-            raise ConfigError(str(cause.args[0] if cause.args else cause)) from exc
-        raise ConfigError(f"model={cfg.model.name} does not fit dataset={cfg.dataset.name} "
+        raise ConfigError("model.name", cfg.model.name, f"does not fit dataset={cfg.dataset.name} "
                           f"({data.img_size} px, {data.in_chans} channels): {cause}") from exc
     model = built.model.to(device)
     channels_last = t.channels_last == "auto" and device.type == "cuda" or t.channels_last is True
@@ -85,14 +115,13 @@ def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
         arr = ARR(model, data.num_classes, taps=cfg.regularizer.taps or built.taps,
                   pooling=cfg.regularizer.pooling or built.pooling, momentum=cfg.regularizer.momentum,
                   sample=sample).to(device)
-    optimizer = instantiate(cfg.optim, model_or_params=model)
+    optimizer = build_optimizer(cfg, model)
     if t.batch_size % dist_info.world_size:
-        raise ConfigError(f"trainer.batch_size={t.batch_size} must divide by the {dist_info.world_size} ranks")
+        raise ConfigError("trainer.batch_size", t.batch_size, f"must divide by the {dist_info.world_size} ranks")
     train_loader, val_loader = data.loaders(t.batch_size // dist_info.world_size, seed=cfg.seed, device=device,
                                             rank=dist_info.rank, world_size=dist_info.world_size,
                                             workers=t.workers)
-    scheduler, _ = instantiate(cfg.sched, optimizer=optimizer, num_epochs=t.epochs,
-                               updates_per_epoch=len(train_loader), step_on_epochs=False)
+    scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     core = model
     if t.compile:
         model = torch.compile(model)
