@@ -3,9 +3,9 @@
 ``preflight(cfg)`` runs every check a run needs: values, the names of the model, activation and
 data set, every key of every group (an unknown key is an error naming it; optimizer and schedule
 are built on a tiny module), the data files, and whether the model fits the data's input size.
-Errors are :class:`ConfigError`, one line: ``<key>=<value>: <why>; valid: ...``. The sweep check runs the same function on every cell before
-any job is submitted; model-fit results are cached per distinct model and input shape, so a
-1,000-cell sweep builds each distinct model once.
+Errors are :class:`ConfigError`, one line: ``<key>=<value>: <why>; valid: ...``. The sweep check
+runs the same function on every cell before any job is submitted; model-fit results are cached per
+distinct model and input shape, so a 1,000-cell sweep builds each distinct model once.
 """
 
 from __future__ import annotations
