@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .distributed import DistInfo
 from .faults import parse_signal_at
 from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
+
+log = logging.getLogger(__name__)
 
 
 def memories_identical_across_ranks(arr) -> bool:
@@ -130,9 +133,9 @@ class Trainer:
             tracker.log_metrics(metrics, step=epoch + 1)
             tracker.heartbeat()
             if self.dist.is_main and cfg.trainer.progress:
-                print(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
-                      f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "
-                      f"val {metrics['val/acc1']:.2f}% ({metrics['train/throughput_img_s']:.0f} img/s)", flush=True)
+                log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
+                         f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "
+                         f"val {metrics['val/acc1']:.2f}% ({metrics['train/throughput_img_s']:.0f} img/s)")
         if self.dist.world_size > 1 and c.arr is not None:
             identical = memories_identical_across_ranks(c.arr)
             tracker.set_tags({"dnrt.arr_ranks_identical": str(identical).lower()})

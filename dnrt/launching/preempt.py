@@ -29,6 +29,7 @@ class PreemptionWatcher:
         return self
 
     def _on_signal(self, signum, _frame) -> None:
+        # print, not logging: a signal handler may interrupt a logging call that holds its lock
         print(f"[dnrt] caught {signal.Signals(signum).name}: checkpointing at the next step", flush=True)
         self.signum = signum
 
