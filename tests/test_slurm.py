@@ -1,100 +1,126 @@
-"""Sweeps on a real one-node SLURM cluster (tests/services/slurm.py), through hydra-submitit-launcher."""
+"""Sweeps on a real one-node SLURM cluster (tests/services/slurm.py), through hydra-submitit-launcher.
+
+Preemptions land at an exact training step (``trainer.signal_at_step``): the job signals itself, or
+stops itself there until the test requeues it, so every run is interrupted at the same place."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
 
-import pytest
+import psutil
 import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
-from dnrt.train import checkpoint_path
+from dnrt.train import checkpoint_path, train
 from tests.conftest import FAST, ROOT, compose_cfg
+from tests.test_sweeps import steps_per_epoch
 
 SLURM = ["hydra/launcher=slurm", "resources=debug_cpu"]
 
 
-def test_two_by_two_sweep_on_slurm(store, slurm_cluster):
-    proc = store.launch("-m", *SLURM, "model=resnet18,vit_tiny", "act=gelu,raa", "trainer.epochs=1", *FAST,
+def job_logs(store) -> str:
+    """Everything the sweep's SLURM jobs wrote (submitit's per-job stdout and stderr files)."""
+    return "\n".join(p.read_text(errors="replace") for p in sorted(store.root.glob("multirun/**/.submitit/**/*_log.*")))
+
+
+def test_two_by_two_sweep_on_slurm_with_a_cell_that_fails_mid_training(store, slurm_cluster):
+    """optim.lr=1e30 drives the loss to NaN in the first epoch: those runs are FAILED with the reason
+    and error.txt, the others finish, and the sweep exits non-zero."""
+    proc = store.launch("-m", *SLURM, "model=resnet18,vit_tiny", "optim.lr=1e-3,1e30", "trainer.epochs=1", *FAST,
                         "tracking.experiment=test", timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "2 run(s) failed" in out, out[-3000:]
     runs = store.runs()
-    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 4
     assert all(r.data.tags["dnrt.job_id"][0].isdigit() for r in runs)  # a SLURM job id, not host:pid
+    by_lr = {lr: [r for r in runs if float(r.data.params["optim.lr"]) == lr] for lr in (1e-3, 1e30)}
+    assert all(r.info.status == "FINISHED" for r in by_lr[1e-3])
+    for run in by_lr[1e30]:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
+        assert "error.txt" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
 
 
-def _sweep_until_epoch_one(store, slurm_cluster, overrides: list[str], experiment: str, seed: str | None = None
-                           ) -> subprocess.Popen:
-    """Start a SLURM sweep and return once a run (of ``seed``, if given) has logged its first epoch."""
-    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *overrides]
-    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        runs = [r for r in store.runs(experiment) if seed is None or r.data.params.get("seed") == seed]
-        if runs and store.client.get_metric_history(runs[0].info.run_id, "val/acc1"):
-            return sweep
-        time.sleep(1)
-    sweep.kill()
-    pytest.fail(f"no SLURM run{'' if seed is None else ' of seed ' + seed} logged an epoch:\n" + slurm_cluster.logs())
+def _stopped_job_process(timeout: float = 600) -> psutil.Process:
+    """The SLURM job's Python process once it has stopped itself (SIGSTOP at its chosen step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["status", "cmdline"]):
+            if proc.info["status"] == psutil.STATUS_STOPPED and "submitit.core._submit" in " ".join(
+                    proc.info["cmdline"] or ()):
+                return proc
+        time.sleep(0.2)
+    raise TimeoutError("no SLURM job stopped itself at trainer.signal_at_step")
 
 
-@pytest.mark.parametrize("how", ["requeue", "usr2"])
-def test_requeued_job_continues_the_same_run_exactly(store, slurm_cluster, how):
-    """`scontrol requeue` (SIGTERM, then the job runs again) or submitit's SIGUSR2 (checkpoint, the job
-    requeues itself): one MLflow run, every epoch once, and the weights of an uninterrupted run."""
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST, "dataset.fraction=0.4"]
-    # wait for epoch 1 in MLflow, then interrupt during epoch 2
-    sweep = _sweep_until_epoch_one(store, slurm_cluster, [*common, f"tracking.experiment={how}"], how)
-    job = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()[0]
-    if how == "requeue":
-        slurm_cluster.requeue(job)
-    else:
-        slurm_cluster.run("scancel", "--signal=USR2", job)
-    out, _ = sweep.communicate(timeout=900)
-    assert sweep.returncode == 0, out[-4000:]
-
-    assert "resumed: 1" in out, out[-3000:]  # the signal landed mid-run and the job came back
-    (run,) = store.runs(how)  # no duplicate run
-    assert run.info.status == "FINISHED"
-    assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2, 3]
-    assert run.data.tags["dnrt.status_detail"] == "finished"
-
+def _assert_same_as_uninterrupted(store, common: list[str], experiment: str) -> None:
     ref = compose_cfg([*common, *store.overrides("reference")])
-    from dnrt.train import train
-
-    train(ref)  # uninterrupted, in this process, one thread like the SLURM job
-    cut_cfg = compose_cfg([*common, *store.overrides(how)])
+    assert train(ref).status == "finished"  # uninterrupted, in this process, one thread like the SLURM job
+    cut = compose_cfg([*common, *store.overrides(experiment)])
     a = load_checkpoint(checkpoint_path(ref, config_hash(ref)))
-    b = load_checkpoint(checkpoint_path(cut_cfg, config_hash(cut_cfg)))
+    b = load_checkpoint(checkpoint_path(cut, config_hash(cut)))
     for metric in ("train/loss", "val/acc1"):  # the logged curves are those of the uninterrupted run
-        assert [h[metric] for h in a["history"]] == pytest.approx([h[metric] for h in b["history"]], rel=1e-6)
-    # scontrol requeue resumes bit-exactly; after submitit's USR2 requeue the weights were seen to
-    # differ by up to 1.1e-4 from the uninterrupted run (cause not yet found), hence the tolerance
-    exact = how == "requeue"
+        assert [h[metric] for h in a["history"]] == [h[metric] for h in b["history"]]
     for part in ("model", "arr"):
         for key, tensor in a[part].items():
-            other = b[part][key]
-            assert torch.equal(tensor, other) if exact else torch.allclose(tensor.double(), other.double(),
-                                                                           atol=1e-3), key
+            assert torch.equal(tensor, b[part][key]), key
 
 
-def test_requeued_packed_job_skips_its_finished_run_and_resumes_the_other(store, slurm_cluster):
-    """Two runs packed into one SLURM job; submitit's SIGUSR2 lands while the second trains. The
-    requeued job runs the pack again: the first run is skipped, the second resumes."""
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST, "dataset.fraction=0.4"]
-    # seed 0 done (it runs first in the pack), seed 1 in its second epoch
-    sweep = _sweep_until_epoch_one(store, slurm_cluster, ["hydra.launcher.runs_per_job=2", *common, "seed=0,1",
-                                                          "tracking.experiment=packed"], "packed", seed="1")
-    (job,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()  # one job for both runs
-    slurm_cluster.run("scancel", "--signal=USR2", job)
+def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
+    """The job stops itself right after step k; `scontrol requeue` then SIGTERMs it (checkpoint after
+    step k) and runs it again: one MLflow run, every epoch once, the weights of an uninterrupted run."""
+    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST]
+    k = steps_per_epoch(compose_cfg(common)) + 3  # the 3rd step of epoch 2
+    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *common, "tracking.experiment=requeue",
+            f"trainer.signal_at_step={{step:{k},signal:STOP}}"]
+    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        frozen = _stopped_job_process()
+    except TimeoutError:
+        sweep.kill()
+        raise AssertionError(sweep.communicate()[0][-3000:] + slurm_cluster.logs()) from None
+    # SLURM's requeue sends SIGCONT, then SIGTERM; the TERM queued here first is handled the moment
+    # the job continues, before it can take another step
+    os.kill(frozen.pid, signal.SIGTERM)
+    (job,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+    slurm_cluster.requeue(job)
     out, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, out[-4000:]
-    runs = store.runs("packed")
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-    for run in runs:  # nothing trained twice, nothing lost
-        assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
+    assert "resumed: 1" in out, out[-3000:]
+    logs = job_logs(store)
+    assert f"STOP after global step {k}" in logs and "preempted in epoch 2 after step 3" in logs, logs[-3000:]
+    assert "resnet18-raa-arr-digits-s0: resumed at epoch 1 from" in logs, logs[-3000:]
+    (run,) = store.runs("requeue")  # no duplicate run
+    assert run.info.status == "FINISHED" and run.data.tags["dnrt.status_detail"] == "finished"
+    assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2, 3]
+    _assert_same_as_uninterrupted(store, common, "requeue")
+
+
+def test_usr2_requeued_packed_job_skips_its_finished_run_and_resumes_the_other_exactly(store, slurm_cluster):
+    """Two runs packed into one SLURM job; the second signals itself SIGUSR2 (submitit's time-limit
+    warning) right after step k. It checkpoints and submitit requeues the job, which runs the pack
+    again: the first run is skipped, the second resumes after step k and ends as if never stopped."""
+    common = ["model=resnet18", "act=raa", "regularizer=arr", *FAST]
+    k = steps_per_epoch(compose_cfg(common)) + 3  # only the 2-epoch run gets that far
+    proc = store.launch("-m", *SLURM, "hydra.launcher.runs_per_job=2", *common, "trainer.epochs=1,2",
+                        f"trainer.signal_at_step={{step:{k},signal:USR2}}", "tracking.experiment=packed",
+                        timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    runs = {int(r.data.params["trainer.epochs"]): r for r in store.runs("packed")}
+    assert sorted(runs) == [1, 2] and all(r.info.status == "FINISHED" for r in runs.values())
+    for epochs, run in runs.items():  # nothing trained twice, nothing lost
+        steps = [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")]
+        assert steps == list(range(1, epochs + 1))
     assert "finished: 1, resumed: 1" in out, out[-3000:]
+    logs = job_logs(store)
+    # SIGUSR2 right after step k; submitit's handler requeues and exits; the job resumes in epoch 2
+    assert f"SIGUSR2 after global step {k}\n[dnrt] caught SIGUSR2" in logs, logs[-3000:]
+    assert "resnet18-raa-arr-digits-s0: resumed at epoch 1 from" in logs, logs[-3000:]
+    _assert_same_as_uninterrupted(store, [*common, "trainer.epochs=2"], "packed")
