@@ -127,6 +127,13 @@ def test_layernorm2d_is_channel_first_and_linear_is_channel_last(size):
     assert (model.act2.num_features, model.act2.channel_dim) == (model.fc.out_features, -1)
 
 
+def test_conv1d_sequence_is_channel_first():
+    """(B, C, L) after a Conv1d: the axis of size out_channels is 1, although the rank is 3."""
+    model = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.ReLU())
+    swap_activations(model, "raa_relu", torch.randn(2, 4, 10))
+    assert (model[1].num_features, model[1].channel_dim) == (6, 1)
+
+
 def test_torchvision_resnet18_shared_relu_gets_one_raa_per_call_site():
     torch.manual_seed(0)
     ref = torchvision.models.resnet18(num_classes=10).eval()
