@@ -157,3 +157,40 @@ def test_allocator_keeps_freed_memory_once_and_can_be_switched_off():
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
                              text=True, check=True)
         assert out.stdout.split() == expected.split(), out.stderr
+
+
+def _first_epoch_loss(store, experiment: str, overrides: list[str]) -> tuple[float, dict]:
+    cfg = compose_cfg([*overrides, *store.overrides(experiment)])
+    assert train(cfg).status == "finished"
+    (run,) = store.runs(experiment)
+    return run.data.metrics["train/loss"], _final_state(store, experiment, cfg)["model"]
+
+
+def test_training_under_torch_compile_on_the_cpu_matches_eager(store):
+    import torch._dynamo
+
+    # timm's test_resnet: a complete ResNet small enough to compile in seconds
+    base = ["model=resnet18", "model.name=test_resnet", "act=gelu", "trainer.epochs=1", *FAST, "dataset.fraction=0.05"]
+    eager_loss, eager = _first_epoch_loss(store, "eager", base)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled_loss, compiled = _first_epoch_loss(store, "compiled", [*base, "trainer.compile=true"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the step really ran compiled
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
+    for key, tensor in eager.items():  # a few steps of float reordering apart, no more
+        assert torch.allclose(compiled[key], tensor, rtol=1e-3, atol=1e-4), key
+
+
+def test_training_under_bf16_autocast_on_the_cpu(store):
+    base = ["model=vit_tiny", "act=raa", "regularizer=arr", "trainer.epochs=1", *FAST, "dataset.fraction=0.05"]
+    fp32_loss, _ = _first_epoch_loss(store, "fp32", base)
+    dtypes = set()
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: dtypes.add(out.dtype) if isinstance(module, torch.nn.Linear) else None)
+    try:
+        bf16_loss, state = _first_epoch_loss(store, "bf16", [*base, "trainer.amp=true"])
+    finally:
+        hook.remove()
+    assert torch.bfloat16 in dtypes  # the Linear layers ran in bf16
+    assert bf16_loss != fp32_loss and bf16_loss == pytest.approx(fp32_loss, rel=5e-2)
+    assert all(torch.isfinite(t).all() and t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
