@@ -16,9 +16,9 @@ import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
-from dnrt.train import checkpoint_path, train
+from dnrt.train import checkpoint_path
 from tests.conftest import FAST, ROOT, compose_cfg
-from tests.test_sweeps import steps_per_epoch
+from tests.test_sweeps import steps_per_epoch, train_as_launched
 
 SLURM = ["hydra/launcher=slurm", "resources=debug_cpu"]
 
@@ -60,7 +60,7 @@ def _stopped_job_process(timeout: float = 600) -> psutil.Process:
 
 def _assert_same_as_uninterrupted(store, common: list[str], experiment: str) -> None:
     ref = compose_cfg([*common, *store.overrides("reference")])
-    assert train(ref).status == "finished"  # uninterrupted, in this process, one thread like the SLURM job
+    assert train_as_launched(ref).status == "finished"  # uninterrupted, in this process, one thread like the job
     cut = compose_cfg([*common, *store.overrides(experiment)])
     a = load_checkpoint(checkpoint_path(ref, config_hash(ref)))
     b = load_checkpoint(checkpoint_path(cut, config_hash(cut)))

@@ -132,10 +132,23 @@ def steps_per_epoch(cfg) -> int:
     return len(train_loader)
 
 
+def train_as_launched(cfg):
+    """``train(cfg)`` in this process with the intra-op threads a launched job sets (``trainer.threads``):
+    float sums, hence weights, depend on the thread count."""
+    from dnrt.engine.build import set_threads
+
+    threads = torch.get_num_threads()
+    set_threads(int(cfg.trainer.threads))
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(store):
     common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST]
     ref_cfg = compose_cfg([*common, *store.overrides("ref")])
-    assert train(ref_cfg).status == "finished"  # uninterrupted, in this process (one thread, as launched)
+    assert train_as_launched(ref_cfg).status == "finished"  # uninterrupted, in this process
     cfg = compose_cfg([*common, *store.overrides("cut")])
     steps = steps_per_epoch(cfg)
     stop_at = steps + 5  # SIGTERM to itself right after the 5th step of epoch 2
