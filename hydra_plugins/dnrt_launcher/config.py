@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncherConf
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 
@@ -42,6 +43,13 @@ class CheckedBasicConf(BasicLauncherConf):
     _target_: str = f"{PACKAGE}.CheckedBasicLauncher"
 
 
+@dataclass
+class CheckedBasicSweeperConf(BasicSweeperConf):
+    _target_: str = f"{PACKAGE}.CheckedBasicSweeper"
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="dnrt_basic", node=CheckedBasicSweeperConf,
+                             provider="dnrt")
 ConfigStore.instance().store(group="hydra/launcher", name="dnrt_basic", node=CheckedBasicConf, provider="dnrt")
 ConfigStore.instance().store(group="hydra/launcher", name="dnrt_local", node=PackedLocalConf, provider="dnrt")
 ConfigStore.instance().store(group="hydra/launcher", name="dnrt_slurm", node=PackedSlurmConf, provider="dnrt")
