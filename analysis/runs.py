@@ -1,7 +1,7 @@
 """Fetch the FINISHED child runs of an experiment from MLflow into a flat DataFrame and filter them.
 
 One row per run; columns ``run_id``, ``run_name``, ``start_time``, ``params.<key>``, ``tags.<key>`` and
-``metrics.<key>`` (last logged value), as DESIGN §4 names them. Sweep parent runs (tag
+``metrics.<key>`` (last logged value), as docs/design.md §4 names them. Sweep parent runs (tag
 ``dnrt.kind=sweep``) are never results and are dropped here.
 """
 

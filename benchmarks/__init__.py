@@ -1,2 +1,2 @@
 """Speed and memory benchmarks of dnrt: ``python -m benchmarks.run [--quick]`` writes
-``benchmarks/results/latest.{json,md}`` (DESIGN §2: benchmarks write JSON, never timed unit tests)."""
+``benchmarks/results/latest.{json,md}`` (benchmarks write JSON; they are never timed unit tests)."""

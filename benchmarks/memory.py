@@ -1,4 +1,4 @@
-"""ARR class memory: vectorised ``ClassResponseMemory`` vs the one-by-one loop of DESIGN §3.
+"""ARR class memory: vectorised ``ClassResponseMemory`` vs the one-by-one loop of docs/design.md §3.
 
 Both sides do the same work per call: update the per-class means of ``taps`` memories from one
 batch of responses and return every sample's target (the class mean after its own update).
@@ -14,7 +14,7 @@ from .timing import alternate, median, paired_ratio
 
 
 class NaiveMemory:
-    """DESIGN §3 literally, one sample at a time in batch order (float32, like the module)::
+    """docs/design.md §3 literally, one sample at a time in batch order (float32, like the module)::
 
         mu_k <- r if n_k == 0 else (1 - m) mu_k + m r;   n_k += 1;   target = mu_k
     """

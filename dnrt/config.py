@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Keys that choose where or how a run executes, not what it computes: left out of the params
-# (DESIGN §4) and of the hash, so a resumed or re-launched run keeps its identity.
+# (docs/design.md §4) and of the hash, so a resumed or re-launched run keeps its identity.
 EXECUTION_KEYS = (
     "hydra", "tracking", "force", "data_dir", "resources", "signature", "dry_run", "sweep",
     "trainer.resume", "trainer.eval_only", "trainer.progress", "trainer.workers", "trainer.threads",

@@ -115,7 +115,7 @@ def generate_store(uri: str, experiment: str, cells: list[dict[str, str]], seeds
                    ) -> GeneratedStore:
     """Write one sweep into the sqlite store ``uri``: a parent run and, per cell (a dict of param keys ->
     values, e.g. ``{"model.name": "vit_tiny", "act.name": "gelu", ...}``) and seed, a FINISHED run with the
-    DESIGN §4 names (params, tags, per-epoch ``val/acc1``, ``final/val_acc1``, ``best/val_acc1``);
+    docs/design.md §4 names (params, tags, per-epoch ``val/acc1``, ``final/val_acc1``, ``best/val_acc1``);
     ``failed`` more runs (the first cells again, seed 99) end FAILED with a reason. Values are random
     (seeded); the tests read them back through MlflowClient as their ground truth.
 

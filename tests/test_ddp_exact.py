@@ -63,7 +63,7 @@ def _worker(rank, world, init_file, scenarios, out):
 
 
 def _one_by_one(steps, momentum, dtype):
-    """Per step: each rank's loss, and every tap's (mean, count) after the step; the loop of DESIGN §3
+    """Per step: each rank's loss, and every tap's (mean, count) after the step; the loop of docs/design.md §3
     over the concatenated batch, in rank order."""
     mu = [torch.zeros(NUM_CLASSES, d, dtype=dtype) for d in WIDTHS]
     n = [[0] * NUM_CLASSES for _ in WIDTHS]

@@ -5,7 +5,7 @@ from dnrt.nn import ClassResponseMemory
 
 
 class NaiveMemory:
-    """DESIGN §3 literally: one sample at a time, in batch order."""
+    """docs/design.md §3 literally: one sample at a time, in batch order."""
 
     def __init__(self, k, d, m):
         self.mu = torch.zeros(k, d, dtype=torch.float64)

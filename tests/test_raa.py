@@ -7,7 +7,7 @@ from dnrt.nn.raa import _TokenRAAGelu
 
 
 def _formula(x, w, b, base, channel_dim):
-    """DESIGN §3 written out plainly: s = w.x + b per token / position."""
+    """docs/design.md §3 written out plainly: s = w.x + b per token / position."""
     xc = x.movedim(channel_dim, -1)
     s = (xc * w).sum(-1, keepdim=True) + b
     z = xc + s
@@ -74,7 +74,7 @@ def test_module_gradients_match_autograd_through_the_formula(base, channel_dim, 
 
 
 def _variant_formula(x, variant, weight, bias, base, channel_dim):
-    """DESIGN §3 ablations: ``simple`` s = b (one scalar); ``elementwise`` s_i = sum_j W_ij x_j + b_i."""
+    """docs/design.md §3 ablations: ``simple`` s = b (one scalar); ``elementwise`` s_i = sum_j W_ij x_j + b_i."""
     xc = x.movedim(channel_dim, -1)
     if variant == "simple":
         s = bias

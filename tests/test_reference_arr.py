@@ -1,4 +1,4 @@
-"""ARR against DESIGN §3 written out one sample at a time (:class:`OneByOneARR`), over several
+"""ARR against docs/design.md §3 written out one sample at a time (:class:`OneByOneARR`), over several
 batches with repeated classes, two taps of different widths, then eval with an unseen class."""
 
 import pytest

@@ -1,5 +1,5 @@
 """ARR's aggregated responses through real models' taps, against the pooling written on each tapped
-layer's raw output: class token x[:, 0], token mean over N, spatial mean over H x W (DESIGN §3)."""
+layer's raw output: class token x[:, 0], token mean over N, spatial mean over H x W (docs/design.md §3)."""
 
 import pytest
 import torch

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def memories_identical_across_ranks(arr) -> bool:
-    """Whether every rank holds bit-identical ARR memories (DESIGN §3: updated from all ranks)."""
+    """Whether every rank holds bit-identical ARR memories (docs/design.md §3: updated from all ranks)."""
     import torch.distributed as dist
 
     flat = torch.cat([torch.cat([m.mean.flatten().double(), m.count.double()]) for m in arr.memories])

@@ -1,7 +1,7 @@
 """The paper's vision transformers, with the patch size (or stem) adapted to the input size.
 
 ARR taps the output of every transformer block; the response is the class token where the
-sequence carries one, else the token mean (DESIGN §3).
+sequence carries one, else the token mean (docs/design.md §3).
 """
 
 from __future__ import annotations

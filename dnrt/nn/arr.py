@@ -1,4 +1,4 @@
-"""Aggregated Response Regularization (ARR), DESIGN §3.
+"""Aggregated Response Regularization (ARR), docs/design.md §3.
 
     L_arr = mean_taps mean_{samples, features} |r - target(r)|,   loss = CE + lambda * L_arr
 """

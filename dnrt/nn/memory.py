@@ -1,4 +1,4 @@
-"""Per-class running mean of aggregated responses, the memory behind ARR (DESIGN §3).
+"""Per-class running mean of aggregated responses, the memory behind ARR (docs/design.md §3).
 
 Samples are taken in batch order, one by one::
 

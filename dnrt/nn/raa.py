@@ -1,4 +1,4 @@
-"""Response-Adaptive Activation (RAA), DESIGN §3.
+"""Response-Adaptive Activation (RAA), docs/design.md §3.
 
     s(x) = w . x + b                     one scalar per token / spatial position
     RAA_gelu(x) = x * Phi(x + s(x))      Phi = standard normal CDF (exact erf form)
