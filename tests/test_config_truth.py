@@ -160,7 +160,7 @@ def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
     adamw = yaml.safe_load((conf / "optim" / "adamw.yaml").read_text())
     (conf / "optim" / "adamw.yaml").write_text(yaml.safe_dump({**adamw, "amsgrad": False}))
     main = yaml.safe_load((conf / "config.yaml").read_text())
-    main["signature"]["neutral"] = {"optim.amsgrad": False}
+    main["signature"]["neutral"] = {**(main["signature"]["neutral"] or {}), "optim.amsgrad": False}
     (conf / "config.yaml").write_text(yaml.safe_dump(main, sort_keys=False))
     upgraded = _compose_from(conf, overrides)
     assert upgraded.optim.amsgrad is False
@@ -189,7 +189,7 @@ def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypat
     for var in [v for v in __import__("os").environ if v.startswith(("DNRT_", "MLFLOW_"))]:
         monkeypatch.delenv(var)
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    cfg = compose_cfg([f"tracking.uri={other}", "tracking.experiment=test", f"trainer.ckpt_root={tmp_path / 'ck'}",
+    cfg = compose_cfg([f"tracking.uri={other}", "tracking.experiment=test", f"trainer.ckpt_root={store.ckpt_root}",
                        "model=resnet18", "act=raa", *ONE_EPOCH])
     outcome = train(cfg)
     from mlflow import MlflowClient
