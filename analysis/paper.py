@@ -12,11 +12,10 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 
-import numpy as np
 import pandas as pd
 
 from .runs import ALIASES, AnalysisError
-from .table import load_paper
+from .table import OverSeeds, load_paper
 
 # (act, regularizer) -> the name the paper prints, in the paper's column order
 MECHANISMS: dict[tuple[str, str], str] = {
@@ -109,27 +108,15 @@ def get_layout(name: str) -> Layout:
 
 
 @dataclass
-class PaperCell:
+class PaperCell(OverSeeds):
     values: list[float]
     seeds: list[str]
     paper: float
     best: bool = False
 
     @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
     def pending(self) -> bool:
         return not self.values
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else math.nan
 
     @property
     def delta(self) -> float:

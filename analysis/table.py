@@ -22,21 +22,10 @@ MIN_CI_SEEDS = 3
 BOOTSTRAP_SAMPLES = 10_000
 
 
-@dataclass
-class Cell:
-    """One (row, col) cell: the metric of each run, by seed, and what is derived from it."""
+class OverSeeds:
+    """``n``, ``mean`` and sample ``std`` of ``self.values`` (the metric of each run of a cell)."""
 
-    row: tuple[str, ...]
-    col: tuple[str, ...]
-    seeds: list[str]
     values: list[float]
-    run_ids: list[str]
-    identity: dict[str, str | None] = field(default_factory=dict)  # model/act/regularizer/dataset
-    delta: float = math.nan
-    ci: tuple[float, float] | None = None
-    paper: float = math.nan
-    best: bool = False
-    baseline: bool = False
 
     @property
     def n(self) -> int:
@@ -50,6 +39,23 @@ class Cell:
     def std(self) -> float:
         """Sample standard deviation (ddof=1); NaN for a single run."""
         return float(np.std(self.values, ddof=1)) if self.n > 1 else math.nan
+
+
+@dataclass
+class Cell(OverSeeds):
+    """One (row, col) cell: the metric of each run, by seed, and what is derived from it."""
+
+    row: tuple[str, ...]
+    col: tuple[str, ...]
+    seeds: list[str]
+    values: list[float]
+    run_ids: list[str]
+    identity: dict[str, str | None] = field(default_factory=dict)  # model/act/regularizer/dataset
+    delta: float = math.nan
+    ci: tuple[float, float] | None = None
+    paper: float = math.nan
+    best: bool = False
+    baseline: bool = False
 
     def by_seed(self) -> dict[str, float]:
         """Mean value per seed (a seed repeated in one cell is averaged, so pairing stays one-to-one)."""
