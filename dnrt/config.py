@@ -81,14 +81,15 @@ def neutral_values(cfg: DictConfig) -> dict[str, str]:
     return {str(k): _as_param(v) for k, v in OmegaConf.to_container(node, resolve=True).items()}
 
 
-def signed_params(cfg: DictConfig) -> dict[str, str]:
-    """The params a run's signature covers: all but execution keys and neutral-valued later keys."""
+def signed_params(cfg: DictConfig, params: dict[str, str] | None = None) -> dict[str, str]:
+    """The params a run's signature covers: all but execution keys and neutral-valued later keys
+    (``params``: ``flat_params(cfg)`` when the caller has it already)."""
     neutral = neutral_values(cfg)
-    return {k: v for k, v in flat_params(cfg).items()
+    return {k: v for k, v in (params or flat_params(cfg)).items()
             if not _dropped(k, EXECUTION_KEYS) and not (k in neutral and neutral[k] == v)}
 
 
-def signature_revisions(cfg: DictConfig) -> dict[str, int]:
+def signature_revisions(cfg: DictConfig, params: dict[str, str] | None = None) -> dict[str, int]:
     """``signature.revised`` entries (``"<key>=<value>": revision``) that this config matches: a
     scoped version bump for one value whose meaning changed (a model definition), which re-signs
     only the runs that use it."""
@@ -96,7 +97,7 @@ def signature_revisions(cfg: DictConfig) -> dict[str, int]:
     node = sig.get("revised") if sig is not None else None
     if not node:
         return {}
-    params = flat_params(cfg)
+    params = params or flat_params(cfg)
     matched = {}
     for cond, revision in OmegaConf.to_container(node, resolve=True).items():
         key, _, value = str(cond).partition("=")
@@ -109,8 +110,9 @@ def config_hash(cfg: DictConfig) -> str:
     """Stable 16-hex signature of everything that changes a run's result (see ``signed_params``).
     Version 1 hashes the params alone, so runs signed before versions existed keep their hash; a
     version bump or a matching ``signature.revised`` entry is hashed with them."""
-    payload: dict[str, Any] = signed_params(cfg)
-    version, revisions = signature_version(cfg), signature_revisions(cfg)
+    params = flat_params(cfg)  # resolving the config is the costly part: once
+    payload: dict[str, Any] = signed_params(cfg, params)
+    version, revisions = signature_version(cfg), signature_revisions(cfg, params)
     if version != 1 or revisions:
         payload = {"params": payload, "signature_version": version, **({"revised": revisions} if revisions else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

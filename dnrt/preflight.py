@@ -197,9 +197,10 @@ def check_optim_sched(cfg: DictConfig) -> None:
     build_scheduler(cfg, build_optimizer(cfg, torch.nn.Linear(2, 1)), steps_per_epoch=1)
 
 
-def preflight(cfg: DictConfig, fit: bool = True) -> DataShape:
+def preflight(cfg: DictConfig, fit: bool = True):
     """Every check a run needs before anything is created; ``fit`` also builds the model once
-    (cached) to check that it takes the data's inputs. Returns the data's shape."""
+    (cached) to check that it takes the data's inputs. Returns the checked data set object (what
+    ``build_components`` then uses: its files are not looked up twice)."""
     check_schema_keys(cfg)
     validate(cfg)
     act_spec(cfg)
@@ -210,4 +211,4 @@ def preflight(cfg: DictConfig, fit: bool = True) -> DataShape:
     shape = DataShape(int(data.num_classes), int(data.img_size), int(data.in_chans))
     if fit:
         check_model_fits(cfg, shape)
-    return shape
+    return data

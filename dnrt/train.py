@@ -146,7 +146,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None,
     if cfg.trainer.eval_only:
         return evaluate_checkpoint(cfg)
     context = context or RunContext()
-    preflight(cfg, fit=False)  # the model's fit is checked by building it, below, still before any run
+    data = preflight(cfg, fit=False)  # the model's fit is checked by building it, below, still before any run
     dist_info = init_distributed()
     chash = config_hash(cfg)
     ckpt = checkpoint_path(cfg, chash)
@@ -163,7 +163,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None,
         return Outcome("skipped", name, plan.run_id, plan.val_acc1, plan.detail)
     components, build_error = None, None
     try:
-        components = build_components(cfg, dist_info)
+        components = build_components(cfg, dist_info, data)
     except ConfigError:
         raise
     except Exception as exc:  # a runtime failure while building: recorded on a FAILED run below

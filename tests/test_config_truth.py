@@ -217,7 +217,7 @@ def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
     assert not list(store.root.glob("multirun/**/.submitit"))
 
 
-def test_every_group_option_passes_preflight_or_names_missing_files():
+def test_every_model_act_and_regularizer_option_passes_the_checks():
     """Every option of the model/act/regularizer groups composes into a config the checks accept."""
     for group in ("act", "regularizer", "model"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):

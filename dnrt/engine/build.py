@@ -87,12 +87,13 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     return scheduler
 
 
-def build_components(cfg: DictConfig, dist_info: DistInfo) -> Components:
+def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Components:
+    """Everything a run needs; ``data``: the data set object the preflight already made, if any."""
     t = cfg.trainer
     seed_everything(int(cfg.seed))
     device = select_device(t.device, dist_info)
     dtype = amp_dtype(t.amp, device)  # an unusable setting fails before anything is built
-    data = instantiate_dataset(cfg)
+    data = data if data is not None else instantiate_dataset(cfg)
     try:
         # act goes in after instantiation: Hydra would turn the ActSpec dataclass into a config node
         build = instantiate(cfg.model, _partial_=True, num_classes=data.num_classes, img_size=data.img_size,

@@ -8,7 +8,6 @@ run context) happens in the launchers, through :mod:`dnrt.launching.sweep`.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from ..tracking import with_retry
 from .context import read_context
 from .summary import print_summary, read_summary
 
-log = logging.getLogger(__name__)
 STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
 
 

@@ -39,7 +39,6 @@ class SweepRefused(SystemExit):
     def __init__(self, message: str):
         print(message, file=sys.stderr, flush=True)
         super().__init__(2)
-        self.message = message
 
 
 def begin_sweep(config: DictConfig) -> RunContext:
