@@ -16,7 +16,7 @@ setup: .venv/.installed
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install $(TORCH_SPEC) $(TORCH_INDEX)
-	$(PY) -m pip install -e '.[dev,optuna]'
+	$(PY) -m pip install -e '.[dev,optuna,graph]'
 	touch $@
 
 # pytest's exit code 5 (no tests collected) is a failure, not a pass.

@@ -18,6 +18,8 @@ from dnrt.config import EXECUTION_KEYS
 from .runs import ALIASES, AnalysisError, resolve_key
 
 PAPER_FIELDS = ("dataset", "model", "act", "regularizer")
+HEADLINE_TAG = "tags.dnrt.headline"  # the metric a run is judged by; absent on older runs: val/acc1
+TOP1 = "val/acc1"
 MIN_CI_SEEDS = 3
 BOOTSTRAP_SAMPLES = 10_000
 
@@ -132,6 +134,47 @@ def paper_value(paper: pd.DataFrame, identity: dict[str, str | None], dataset: s
     return float(hit["top1"].iloc[0]) if len(hit) else math.nan
 
 
+def headline_metric(metric: str, headline: str) -> str:
+    """``metric`` (asked in terms of top-1) for a run whose headline is ``headline``:
+    ``final/val_acc1`` -> ``final/val_auc`` and ``val/acc1`` -> ``val/auc`` for ``val/auc``;
+    any other metric is itself."""
+    if headline == TOP1:
+        return metric
+    if metric == TOP1:
+        return headline
+    if metric.endswith("/val_acc1"):
+        return metric.removesuffix("val_acc1") + headline.replace("/", "_")
+    return metric
+
+
+def with_headline(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
+    """Runs judged by another metric than top-1 (tag ``dnrt.headline``, e.g. ``val/auc`` for node
+    classification) give theirs where top-1 is asked. Returns the frame with the values in
+    ``metrics.<name>`` and that name: the headline's own (``final/val_auc``) when every run with a
+    value has that headline, ``metric`` when none does, else ``metric`` plus what replaced it."""
+    if HEADLINE_TAG not in df:
+        return df, metric
+    heads = df[HEADLINE_TAG].fillna(TOP1)
+    col = "metrics." + metric
+    values = df[col] if col in df else pd.Series(math.nan, index=df.index)
+    used = {}
+    for head in set(heads) - {TOP1}:
+        other = "metrics." + headline_metric(metric, head)
+        if other != col and other in df:
+            rows = heads == head
+            values = values.where(~rows, df[other])
+            if df.loc[rows, other].notna().any():
+                used[head] = headline_metric(metric, head)
+    if not used:
+        return df, metric
+    top1_rows = heads.eq(TOP1) & (df[col].notna() if col in df else False)
+    if len(used) == 1 and not top1_rows.any():
+        name = next(iter(used.values()))
+    else:
+        name = f"{metric} ({', '.join(f'{v} for {k} runs' for k, v in sorted(used.items()))})"
+    return df.assign(**{"metrics." + name: values}), name
+
+
 def paired_ci(diffs: list[float], method: str, level: float = 0.95) -> tuple[float, float]:
     """95% CI of the mean of per-seed differences."""
     d = np.asarray(diffs, dtype=float)
@@ -184,6 +227,7 @@ def build_table(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str 
                 paper: pd.DataFrame | None = None, paper_dataset: str | None = None) -> AblationTable:
     """Aggregate the runs in ``df`` (from :func:`analysis.runs.fetch_runs`) into an ablation table."""
     rcols, ccols = _resolve(rows, df, "--rows"), _resolve(cols, df, "--cols")
+    df, metric = with_headline(df, metric)
     mcol = "metrics." + metric
     if mcol not in df:
         known = sorted(c.removeprefix("metrics.") for c in df.columns if c.startswith("metrics."))

@@ -23,6 +23,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, validate
+from .graph.models import GNN_NAMES, has_pyg
 from .nn import ActSpec
 from .nn.taps import POOLINGS
 from .schemas import ArrConf, NoRegularizerConf, TrackingConf, TrainerConf
@@ -149,7 +150,7 @@ def check_model_name(cfg: DictConfig) -> None:
 
     check_model_keys(cfg)
     name = str(cfg.model.name)
-    if name in list_models() or name in _timm_names():
+    if name in list_models() or name in GNN_NAMES or name in _timm_names():
         return
     raise ConfigError("model.name", name, "unknown model", list_models() + ["or any timm.list_models() name"])
 
@@ -189,6 +190,21 @@ def check_model_fits(cfg: DictConfig, shape: DataShape) -> None:
         raise ConfigError(key, value, why)
 
 
+def check_task(cfg: DictConfig, data) -> str:
+    """The data's task (``image`` or ``node``); the model must be one for it, and graph models need
+    PyTorch Geometric (the ``graph`` extra)."""
+    task = getattr(data, "task", "image")
+    graph_model = str(cfg.model.name) in GNN_NAMES
+    if task == "node" and not graph_model:
+        raise ConfigError("model.name", cfg.model.name, f"dataset={cfg.dataset.name} is a graph: choose a graph "
+                          "model", GNN_NAMES)
+    if task != "node" and graph_model:
+        raise ConfigError("model.name", cfg.model.name, f"is a graph model; dataset={cfg.dataset.name} is not a graph")
+    if graph_model and not has_pyg():
+        raise ConfigError("model.name", cfg.model.name, "needs PyTorch Geometric: pip install -e '.[graph]'")
+    return task
+
+
 def check_optim_sched(cfg: DictConfig) -> None:
     """Build the optimizer and the schedule on a two-parameter module: every key is accepted and
     every value is one they take (cheap; the real ones are built with the model)."""
@@ -208,6 +224,8 @@ def preflight(cfg: DictConfig, fit: bool = True):
     check_optim_sched(cfg)
     check_model_name(cfg)
     data = instantiate_dataset(cfg)
+    if check_task(cfg, data) == "node":
+        return data  # a GNN takes any graph: its build, still before any run, is the fit check
     shape = DataShape(int(data.num_classes), int(data.img_size), int(data.in_chans))
     if fit:
         check_model_fits(cfg, shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,9 @@ class Components:
     device: torch.device
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None = None  # float16 autocast only (trainer.amp=fp16)
+    # The task's evaluation (None: dnrt.engine.loops.evaluate) and the metric its runs are judged by.
+    evaluate_fn: Callable | None = None
+    headline: str = "val/acc1"
 
 
 def select_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -94,6 +98,10 @@ def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Compone
     device = select_device(t.device, dist_info)
     dtype = amp_dtype(t.amp, device)  # an unusable setting fails before anything is built
     data = data if data is not None else instantiate_dataset(cfg)
+    if getattr(data, "task", "image") == "node":
+        from ..graph.build import build_graph_components  # PyTorch Geometric: an optional extra
+
+        return build_graph_components(cfg, dist_info, data)
     try:
         # act goes in after instantiation: Hydra would turn the ActSpec dataclass into a config node
         build = instantiate(cfg.model, _partial_=True, num_classes=data.num_classes, img_size=data.img_size,

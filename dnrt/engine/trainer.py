@@ -21,6 +21,10 @@ from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
 
 log = logging.getLogger(__name__)
 
+# The metric a run is judged by (val/acc1 for images, val/auc for node classification); its
+# end-of-run values are logged as final/<metric with _> and best/<...> (docs/design.md §4).
+HEADLINE_TAG = "dnrt.headline"
+
 
 def memories_identical_across_ranks(arr) -> bool:
     """Whether every rank holds bit-identical ARR memories (docs/design.md §3: updated from all ranks)."""
@@ -107,7 +111,7 @@ class Trainer:
         first_epoch = self.state.epoch
         # the fixed cost of a sweep job: (interpreter start, imports,) config, data, model, run creation
         tracker.log_metrics({"startup_s": clock.startup_s()}, step=first_epoch)
-        tracker.set_tags({"dnrt.startup": "warm" if clock.is_warm() else "cold"})
+        tracker.set_tags({"dnrt.startup": "warm" if clock.is_warm() else "cold", HEADLINE_TAG: c.headline})
         for epoch in range(self.state.epoch, cfg.trainer.epochs):
             if stop_after is not None and epoch - first_epoch >= stop_after:
                 raise StopRequested(f"stopped after epoch {epoch} (trainer.stop_after={stop_after})", epoch)
@@ -124,7 +128,7 @@ class Trainer:
                 self.save()
                 raise StopRequested(f"preempted in epoch {epoch + 1} after step {stop.step}", epoch) from None
             self.state.partial = None
-            val_m = evaluate(c.model, c.val_loader, c.arr, c.device, c.amp_dtype)
+            val_m = self.evaluate()
             metrics = {**train_m, **val_m}
             self.state.epoch = epoch + 1
             self.state.best_acc1 = max(self.state.best_acc1, val_m["val/acc1"])
@@ -142,9 +146,14 @@ class Trainer:
             if not identical:
                 raise RuntimeError("ARR memories diverged across DDP ranks")
         final = self.state.history[-1]["val/acc1"] if self.state.history else float("nan")
-        tracker.log_metrics({"best/val_acc1": self.state.best_acc1, "final/val_acc1": final},
-                            step=cfg.trainer.epochs)
+        summary = {"best/val_acc1": self.state.best_acc1, "final/val_acc1": final}
+        if c.headline != "val/acc1" and self.state.history:  # e.g. val/auc -> best/val_auc, final/val_auc
+            values = [h[c.headline] for h in self.state.history]
+            name = c.headline.replace("/", "_")
+            summary.update({f"best/{name}": max(values), f"final/{name}": values[-1]})
+        tracker.log_metrics(summary, step=cfg.trainer.epochs)
         return final
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.c.model, self.c.val_loader, self.c.arr, self.c.device, self.c.amp_dtype)
+        run = self.c.evaluate_fn or evaluate
+        return run(self.c.model, self.c.val_loader, self.c.arr, self.c.device, self.c.amp_dtype)
