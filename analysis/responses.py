@@ -1,10 +1,12 @@
 """Rebuild a trained run from its checkpoint and collect, over a few validation batches, the aggregated
-responses at the last tap (per class) and the RAA shifts s(x) of every RAA layer."""
+responses at the last tap (per class), the RAA shifts s(x) of every RAA layer and, for chosen
+layers, the MLP activation's output on the class token (:mod:`analysis.mlp_responses`)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from dnrt.models import model_spec
 from dnrt.nn import RAA, ResponseTaps
 from dnrt.tracking import with_retry
 
+from .mlp_responses import MlpActTaps
 from .runs import AnalysisError
 
 # A progress bar per downloaded checkpoint is noise in a report; an explicit user setting still wins.
@@ -44,6 +47,9 @@ class Collected:
     shifts: dict[str, np.ndarray] = field(default_factory=dict)  # RAA module path -> s(x) samples
     memory: np.ndarray | None = None  # ARR's per-class running mean at the last tap, [K, d]
     predictions: np.ndarray | None = None  # [N] argmax of the logits: checks that the right weights loaded
+    mlp: dict[int, np.ndarray] = field(default_factory=dict)  # 1-based layer -> MLP act output [N, hidden]
+    mlp_paths: dict[int, str] = field(default_factory=dict)  # 1-based layer -> module path
+    pooling: str = ""  # how a token sequence became one row: cls (class token) or mean_tokens
 
     @property
     def has_arr(self) -> bool:
@@ -93,8 +99,10 @@ def _last_taps(cfg: DictConfig, model: torch.nn.Module) -> tuple[list[str], str]
 
 
 @torch.no_grad()
-def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "cpu") -> Collected:
-    """Reload ``run_id`` and run ``batches`` validation batches through it."""
+def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "cpu",
+            mlp_layers: Sequence[int] = ()) -> Collected:
+    """Reload ``run_id`` and run ``batches`` validation batches through it; ``mlp_layers`` (1-based)
+    also hooks those layers' MLP activations (an unknown layer is an :class:`AnalysisError`)."""
     try:
         run = with_retry(client.get_run, run_id)
     except MlflowException as exc:
@@ -114,6 +122,7 @@ def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "
         comp.arr.load_state_dict(ckpt["arr"])
     own_taps = comp.arr is None
     taps = ResponseTaps(model, *_last_taps(cfg, model)) if own_taps else comp.arr.taps
+    mlp = MlpActTaps(model, mlp_layers, taps.pooling, str(cfg.model.name)) if mlp_layers else None
     shifts: dict[str, list[torch.Tensor]] = {}
     handles = []
     for name, module in model.named_modules():
@@ -133,6 +142,8 @@ def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "
     finally:
         for h in handles:
             h.remove()
+        if mlp is not None:
+            mlp.remove()
         if own_taps:
             taps.remove()
     if not responses:
@@ -146,4 +157,6 @@ def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "
         sampled[name] = values
     memory = comp.arr.memories[-1].mean.float().cpu().numpy() if comp.arr is not None else None
     return Collected(run_id, run.info.run_name, cfg, torch.cat(responses).numpy(), torch.cat(labels).numpy(),
-                     taps.paths[-1], sampled, memory, torch.cat(predictions).numpy())
+                     taps.paths[-1], sampled, memory, torch.cat(predictions).numpy(),
+                     {k: v.numpy() for k, v in mlp.arrays().items()} if mlp else {},
+                     dict(mlp.paths) if mlp else {}, taps.pooling)

@@ -8,6 +8,7 @@ Recipes (``augment`` names shared with the PIL path):
 
 - ``none``: nothing.
 - ``standard``: zero-pad by H//8 (4 px at 32), random crop back to H x W, horizontal flip p=0.5.
+- ``flip``: horizontal flip p=0.5 only (the paper's "weak augmentation" of its Figure 3).
 - ``paper_lite``: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, bicubic; bilinear, or either per
   image with ``interpolation='random'``) + flip p=0.5 +
   random erasing p=0.25 with per-pixel normal noise on the normalised image (timm's ``pixel`` mode).
@@ -29,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEVICE_AUGMENTS = ("none", "standard", "paper_lite")
+DEVICE_AUGMENTS = ("none", "standard", "flip", "paper_lite")
 
 
 def crop_padding(size: int) -> int:
@@ -81,6 +82,12 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
     offsets = _crop_offsets(c, h, w, pad, dev).index_select(0, flip)
     offsets.add_((top * (w + 2 * pad) + left).view(b, 1))
     return padded.view(b, -1).gather(1, offsets).view(b, c, h, w)
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H, W]: each image mirrored left-right with probability 0.5 (one draw per image)."""
+    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def _resized_crop_params(b: int, h: int, w: int, gen: torch.Generator, dev: torch.device,
@@ -198,6 +205,8 @@ def device_transform(x: torch.Tensor, *, augment: str, size: int, mean: torch.Te
         raise ValueError(f"device augment must be one of {DEVICE_AUGMENTS}, got {augment!r}")
     if augment == "standard":
         x = random_crop_flip(x, crop_padding(x.shape[-1]), gen)
+    elif augment == "flip":
+        x = random_flip(x, gen)
     out = to_unit_float(x)
     if augment == "paper_lite":
         out = random_resized_crop_flip(out, size, gen, interpolation=interpolation)

@@ -1,6 +1,6 @@
 """PIL-side transforms (the DataLoader path): PIL image -> normalised float32 [C, S, S].
 
-The ``none`` and ``standard`` recipes for in-memory arrays are the device recipes of
+The ``none``, ``standard`` and ``flip`` recipes for in-memory arrays are the device recipes of
 :mod:`dnrt.data.augment` written with torchvision ops; ``paper`` is the authors' DeiT-style recipe
 through timm's ``create_transform`` (RandomResizedCrop + flip + RandAugment ``rand-m9-mstd0.5-inc1``
 + random erasing p=0.25; bicubic, or the authors' random bilinear/bicubic with
@@ -24,7 +24,7 @@ from torchvision import transforms as T
 from .augment import crop_padding
 from .randaugment import use_black_posterize
 
-AUGMENTS = ("none", "standard", "paper", "paper_lite")
+AUGMENTS = ("none", "standard", "flip", "paper", "paper_lite")
 # Train interpolations of RandomResizedCrop (and RandAugment's geometric ops); timm's ``random``
 # draws bilinear or bicubic per image.
 INTERPOLATIONS = ("bicubic", "bilinear", "random")
@@ -96,6 +96,8 @@ def array_transform(augment: str, *, train: bool, native_size: int, size: int, m
     steps: list[Callable] = []
     if train and augment == "standard":
         steps += [T.RandomCrop(native_size, padding=crop_padding(native_size)), T.RandomHorizontalFlip()]
+    elif train and augment == "flip":
+        steps.append(T.RandomHorizontalFlip())
     if size != native_size:
         steps.append(T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
@@ -107,10 +109,13 @@ def folder_transform(augment: str, *, train: bool, size: int, mean: Sequence[flo
                      train_interpolation: str | None = None) -> Transform:
     """Transform for full-size photos (ImageFolder): train RandomResizedCrop + flip (+ recipe) with
     ``train_interpolation`` (None: ``interpolation``), evaluation (and ``augment='none'``) resize to
-    size/crop_pct then center crop with ``interpolation`` (bilinear where that is ``random``)."""
+    size/crop_pct then center crop with ``interpolation`` (bilinear where that is ``random``);
+    ``flip`` is the evaluation transform with a horizontal flip (p=0.5) on the normalised tensor."""
     check_augment(augment)
-    if train and augment != "none":
+    if train and augment not in ("none", "flip"):
         interp = check_interpolation(train_interpolation or interpolation)
         return _timm_train(augment, size, mean, std, interp, color_jitter=None)
-    return create_transform(size, is_training=False, crop_pct=crop_pct, mean=tuple(mean), std=tuple(std),
-                            interpolation="bilinear" if interpolation == "random" else interpolation)
+    evaluation = create_transform(size, is_training=False, crop_pct=crop_pct, mean=tuple(mean), std=tuple(std),
+                                  interpolation="bilinear" if interpolation == "random" else interpolation)
+    # A per-channel normalisation commutes with a mirror, so flipping the tensor is flipping the photo.
+    return T.Compose([evaluation, T.RandomHorizontalFlip()]) if train and augment == "flip" else evaluation
