@@ -224,9 +224,6 @@ def preflight(cfg: DictConfig, fit: bool = True):
     check_optim_sched(cfg)
     check_model_name(cfg)
     data = instantiate_dataset(cfg)
-    if check_task(cfg, data) == "node":
-        return data  # a GNN takes any graph: its build, still before any run, is the fit check
-    shape = DataShape(int(data.num_classes), int(data.img_size), int(data.in_chans))
-    if fit:
-        check_model_fits(cfg, shape)
+    if fit and check_task(cfg, data) == "image":  # a GNN takes any graph: building it is its fit check
+        check_model_fits(cfg, DataShape(int(data.num_classes), int(data.img_size), int(data.in_chans)))
     return data

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..nn import ARR
-from ..preflight import act_spec, instantiate_dataset, unknown_key
+from ..preflight import act_spec, check_task, instantiate_dataset, unknown_key
 from .amp import amp_dtype, grad_scaler
 from .distributed import DistInfo
 
@@ -98,7 +98,7 @@ def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Compone
     device = select_device(t.device, dist_info)
     dtype = amp_dtype(t.amp, device)  # an unusable setting fails before anything is built
     data = data if data is not None else instantiate_dataset(cfg)
-    if getattr(data, "task", "image") == "node":
+    if check_task(cfg, data) == "node":  # also refuses a graph model on images and vice versa
         from ..graph.build import build_graph_components  # PyTorch Geometric: an optional extra
 
         return build_graph_components(cfg, dist_info, data)
