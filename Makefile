@@ -5,8 +5,10 @@ PY := .venv/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
-DEMO_SWEEP := model=resnet18,vit_tiny act=relu,gelu,raa regularizer=none,arr
-DEMO_EXPERIMENT ?= demo
+# conf/experiment/demo.yaml: {resnet18, vit_tiny} x {gelu, dnrt} x 3 seeds, two worker processes.
+DEMO_SWEEP := experiment=demo hydra/launcher=parallel
+# Not `demo`: the one-epoch grid of earlier versions logged there, and a table would mix both.
+DEMO_EXPERIMENT ?= digits-demo
 
 .PHONY: setup test lint demo bench ui server clean
 
