@@ -10,7 +10,7 @@ DEMO_SWEEP := experiment=demo hydra/launcher=parallel
 # Not `demo`: the one-epoch grid of earlier versions logged there, and a table would mix both.
 DEMO_EXPERIMENT ?= digits-demo
 
-.PHONY: setup test lint demo bench ui server clean
+.PHONY: setup test test-fast lint demo bench ui server clean
 
 setup: .venv/.installed
 
@@ -21,9 +21,20 @@ setup: .venv/.installed
 	$(PY) -m pip install -e '.[dev,optuna,graph]'
 	touch $@
 
+# Two pytest-xdist workers; the tests sharing a SLURM cluster or the sweep store stay on one worker each
+# (tests/services/plugin.py). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+# The unit tier (README, "Tests and CI"): no service, no launch.py process, no multi-epoch training.
+FAST_MARKS := not slow and not slurm and not browser and not services
+
 # pytest's exit code 5 (no tests collected) is a failure, not a pass.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-fast: setup
+	$(PY) -m pytest $(XDIST) -m "$(FAST_MARKS)" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: setup

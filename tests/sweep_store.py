@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from tests.services import claim_once_per_run
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "analysis-test"
 MODELS, ACTS, REGS, SEEDS = ("resnet18", "vit_tiny"), ("gelu", "raa"), ("none", "arr"), (0, 1)
@@ -84,6 +86,7 @@ _CACHE: dict[str, SweepStore] = {}
 def sweep_store_fixture(tmp_path_factory: pytest.TempPathFactory) -> SweepStore:
     """The session's :class:`SweepStore` (import this into a test module; request it as ``sweep_store``)."""
     if "store" not in _CACHE:
+        claim_once_per_run(tmp_path_factory, "the shared sweep store")
         keep = os.environ.get("DNRT_SWEEP_STORE_DIR")
         meta = Path(keep) / "sweep.json" if keep else None
         if meta is not None and meta.is_file():

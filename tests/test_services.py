@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import multiprocessing
 import os
 import subprocess
@@ -13,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -323,19 +321,3 @@ def test_browser_reads_a_local_page(browser, static_site):
     browser.get(static_site)
     assert browser.title == "dnrt check"
     assert browser.find_element(By.ID, "headline").text == "Dynamic Neural Response Tuning"
-
-
-def test_mlflow_ui_shows_a_filled_store(mlflow_ui, browser, tmp_path):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.MlflowClient(store)
-    exp_id = client.create_experiment("ui-check")
-    client.create_run(exp_id, run_name="resnet18-raa-arr-digits-s0")
-    ui = mlflow_ui(store)
-    query = urllib.request.quote("ui-check")
-    url = f"{ui.uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name={query}"
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        assert json.load(resp)["experiment"]["experiment_id"] == exp_id
-    browser.get(f"{ui.uri}/#/experiments/{exp_id}/runs")
-    WebDriverWait(browser, 90).until(lambda d: "resnet18-raa-arr-digits-s0" in d.page_source)

@@ -18,7 +18,8 @@ from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path
 from tests.conftest import FAST, ROOT, compose_cfg
-from tests.test_sweeps import steps_per_epoch, train_as_launched
+from tests.test_sweeps import PREEMPTED as REQUEUED
+from tests.test_sweeps import steps_per_epoch, uninterrupted_reference
 
 SLURM = ["hydra/launcher=slurm", "resources=debug_cpu"]
 
@@ -58,11 +59,9 @@ def _stopped_job_process(timeout: float = 600) -> psutil.Process:
     raise TimeoutError("no SLURM job stopped itself at trainer.signal_at_step")
 
 
-def _assert_same_as_uninterrupted(store, common: list[str], experiment: str) -> None:
-    ref = compose_cfg([*common, *store.overrides("reference")])
-    assert train_as_launched(ref).status == "finished"  # uninterrupted, in this process, one thread like the job
-    cut = compose_cfg([*common, *store.overrides(experiment)])
-    a = load_checkpoint(checkpoint_path(ref, config_hash(ref)))
+def _assert_same_as_uninterrupted(store, experiment: str) -> None:
+    a = uninterrupted_reference(store)
+    cut = compose_cfg([*REQUEUED, *store.overrides(experiment)])
     b = load_checkpoint(checkpoint_path(cut, config_hash(cut)))
     for metric in ("train/loss", "val/acc1"):  # the logged curves are those of the uninterrupted run
         assert [h[metric] for h in a["history"]] == [h[metric] for h in b["history"]]
@@ -74,9 +73,8 @@ def _assert_same_as_uninterrupted(store, common: list[str], experiment: str) -> 
 def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
     """The job stops itself right after step k; `scontrol requeue` then SIGTERMs it (checkpoint after
     step k) and runs it again: one MLflow run, every epoch once, the weights of an uninterrupted run."""
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST]
-    k = steps_per_epoch(compose_cfg(common)) + 3  # the 3rd step of epoch 2
-    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *common, "tracking.experiment=requeue",
+    k = steps_per_epoch(compose_cfg(REQUEUED)) + 3  # the 3rd step of epoch 2
+    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *REQUEUED, "tracking.experiment=requeue",
             f"trainer.signal_at_step={{step:{k},signal:STOP}}"]
     sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -98,16 +96,16 @@ def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
     assert "resnet18-raa-arr-digits-s0: resumed at epoch 1 from" in logs, logs[-3000:]
     (run,) = store.runs("requeue")  # no duplicate run
     assert run.info.status == "FINISHED" and run.data.tags["dnrt.status_detail"] == "finished"
-    assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2, 3]
-    _assert_same_as_uninterrupted(store, common, "requeue")
+    assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
+    _assert_same_as_uninterrupted(store, "requeue")
 
 
 def test_usr2_requeued_packed_job_skips_its_finished_run_and_resumes_the_other_exactly(store, slurm_cluster):
     """Two runs packed into one SLURM job; the second signals itself SIGUSR2 (submitit's time-limit
     warning) right after step k. It checkpoints and submitit requeues the job, which runs the pack
     again: the first run is skipped, the second resumes after step k and ends as if never stopped."""
-    common = ["model=resnet18", "act=raa", "regularizer=arr", *FAST]
-    k = steps_per_epoch(compose_cfg(common)) + 3  # only the 2-epoch run gets that far
+    common = [a for a in REQUEUED if not a.startswith("trainer.epochs=")]
+    k = steps_per_epoch(compose_cfg(REQUEUED)) + 3  # only the 2-epoch run gets that far
     proc = store.launch("-m", *SLURM, "hydra.launcher.runs_per_job=2", *common, "trainer.epochs=1,2",
                         f"trainer.signal_at_step={{step:{k},signal:USR2}}", "tracking.experiment=packed",
                         timeout=1200)
@@ -123,4 +121,4 @@ def test_usr2_requeued_packed_job_skips_its_finished_run_and_resumes_the_other_e
     # SIGUSR2 right after step k; submitit's handler requeues and exits; the job resumes in epoch 2
     assert f"SIGUSR2 after global step {k}\n[dnrt] caught SIGUSR2" in logs, logs[-3000:]
     assert "resnet18-raa-arr-digits-s0: resumed at epoch 1 from" in logs, logs[-3000:]
-    _assert_same_as_uninterrupted(store, [*common, "trainer.epochs=2"], "packed")
+    _assert_same_as_uninterrupted(store, "packed")

@@ -145,10 +145,25 @@ def train_as_launched(cfg):
         torch.set_num_threads(threads)
 
 
+# Every preemption test (here and tests/test_slurm.py) interrupts this run and compares it with one
+# uninterrupted reference, trained once per session (the tests share an xdist group for that).
+PREEMPTED = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST]
+_REFERENCE: dict[str, dict] = {}
+
+
+def uninterrupted_reference(store) -> dict:
+    """The final checkpoint of :data:`PREEMPTED` trained without interruption, in this process with one
+    thread like a launched job."""
+    if "ckpt" not in _REFERENCE:
+        ref = compose_cfg([*PREEMPTED, *store.overrides("reference")])
+        assert train_as_launched(ref).status == "finished"
+        _REFERENCE["ckpt"] = load_checkpoint(checkpoint_path(ref, config_hash(ref)))
+    return _REFERENCE["ckpt"]
+
+
+@pytest.mark.xdist_group("slurm")  # beside the requeue tests, to share their reference run
 def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(store):
-    common = ["model=resnet18", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST]
-    ref_cfg = compose_cfg([*common, *store.overrides("ref")])
-    assert train_as_launched(ref_cfg).status == "finished"  # uninterrupted, in this process
+    common = PREEMPTED
     cfg = compose_cfg([*common, *store.overrides("cut")])
     steps = steps_per_epoch(cfg)
     stop_at = steps + 5  # SIGTERM to itself right after the 5th step of epoch 2
@@ -163,12 +178,12 @@ def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(stor
     assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1]
     again = store.launch(*common, "tracking.experiment=cut")  # the hook is not part of the run's identity
     assert again.returncode == 0, again.stderr[-2000:]
-    (cut_run,), (ref_run,) = store.runs("cut"), store.runs("ref")
+    (cut_run,) = store.runs("cut")
     assert cut_run.info.status == "FINISHED" and cut_run.info.run_id == run.info.run_id
     assert [m.step for m in store.client.get_metric_history(cut_run.info.run_id, "val/acc1")] == [1, 2]
     final_cut = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
-    final_ref = load_checkpoint(checkpoint_path(ref_cfg, config_hash(ref_cfg)))
+    final_ref = uninterrupted_reference(store)
     for part in ("model", "arr"):
         for key, tensor in final_ref[part].items():
             assert torch.equal(tensor, final_cut[part][key]), key
-    assert cut_run.data.metrics["final/val_acc1"] == ref_run.data.metrics["final/val_acc1"]
+    assert cut_run.data.metrics["final/val_acc1"] == final_ref["history"][-1]["val/acc1"]

@@ -36,6 +36,26 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def claim_once_per_run(tmp_path_factory: pytest.TempPathFactory, what: str) -> None:
+    """Fail if another pytest-xdist worker of this run already started ``what``.
+
+    The xdist groups (``tests/services/plugin.py``) keep every user of an expensive session fixture on
+    one worker; if a pytest or xdist change broke the grouping, the fixture would quietly be built once
+    per worker. A no-op without xdist, where a session fixture runs once anyway.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    marker = tmp_path_factory.getbasetemp().parent / f"started-{what}"  # the run's directory, shared by workers
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pytest.fail(f"{what} was already started by {marker.read_text() or 'another worker'}; {worker} would start "
+                    "it again: the xdist groups are not honoured (pytest and pytest-xdist versions?)", pytrace=False)
+    with os.fdopen(fd, "w") as f:
+        f.write(worker)
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
     socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]

@@ -5,39 +5,58 @@ Fixtures (each fails under ``CI=true`` and skips elsewhere when its service cann
 - ``slurm_cluster`` (session): :class:`~tests.services.slurm.SlurmCluster`; ``SLURM_CONF`` is set in
   ``os.environ`` for the whole session so submitit / hydra-submitit-launcher find the cluster.
 - ``mlflow_server`` (session): :class:`~tests.services.mlflow_server.MlflowService` (``uri``, ``db_uri``).
-- ``mlflow_ui`` (function): ``mlflow_ui(backend_uri) -> MlflowService``, an ``mlflow ui`` on that store,
-  stopped at the end of the test.
 - ``browser`` (session): a Selenium WebDriver on headless Chromium.
 
-Tests using ``slurm_cluster`` / ``browser`` get the ``slurm`` / ``browser`` markers automatically.
+Tests get markers from the fixtures they use (:data:`AUTO_MARKERS`): ``slurm``, ``browser``, ``services``
+(an MLflow server) and ``slow`` (the shared sweep store), so ``make test-fast`` leaves them out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 
-from tests.services import ServiceUnavailable, unavailable
+from tests.services import ServiceUnavailable, claim_once_per_run, unavailable
 from tests.services.browser import chrome
-from tests.services.mlflow_server import MlflowService, running_mlflow_server, start_mlflow_ui
+from tests.services.mlflow_server import MlflowService, running_mlflow_server
 from tests.services.slurm import SlurmCluster, running_cluster
 
-AUTO_MARKERS = {"slurm_cluster": "slurm", "browser": "browser"}
+AUTO_MARKERS = {"slurm_cluster": "slurm", "browser": "browser", "mlflow_server": "services",
+                "sweep_store": "slow"}
+# Under pytest-xdist (``-n 2 --dist loadgroup``) each worker has its own session fixtures. Tests that share
+# an expensive one run on one worker, so a session still starts one SLURM cluster and builds one sweep
+# store: the cluster's tests form one group, the store / MLflow server / browser tests another.
+XDIST_GROUPS = {"slurm": ("slurm_cluster",), "store": ("sweep_store", "mlflow_server", "browser")}
 
 
+def service_group(fixturenames: tuple[str, ...] | list[str]) -> str | None:
+    """The xdist group of a test using these fixtures: the first group one of them belongs to."""
+    for group, fixtures in XDIST_GROUPS.items():
+        if any(f in fixturenames for f in fixtures):
+            return group
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by the service fixtures they use, so ``-m "not slurm"`` deselects them."""
+    """Mark tests by the service fixtures they use, so ``-m "not slurm"`` deselects them, and group
+    them for xdist (:data:`XDIST_GROUPS`)."""
     for item in items:
+        names = getattr(item, "fixturenames", ())
         for fixture, marker in AUTO_MARKERS.items():
-            if fixture in getattr(item, "fixturenames", ()):
+            if fixture in names:
                 item.add_marker(marker)
+        group = service_group(names)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """A one-node SLURM cluster (munged, MariaDB, slurmdbd, slurmctld, slurmd) for the session."""
+    claim_once_per_run(tmp_path_factory, "the SLURM cluster")
     with ExitStack() as stack:
         try:
             cluster = stack.enter_context(running_cluster(timeout=90))
@@ -58,21 +77,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         except ServiceUnavailable as exc:
             unavailable(str(exc))
         yield server
-
-
-@pytest.fixture
-def mlflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], MlflowService]]:
-    """Start ``mlflow ui`` on a backend store: ``ui = mlflow_ui(store_uri); browser.get(ui.uri)``."""
-    with ExitStack() as stack:
-        log_dir = tmp_path_factory.mktemp("mlflow-ui")
-
-        def open_ui(backend_uri: str) -> MlflowService:
-            try:
-                return stack.enter_context(start_mlflow_ui(backend_uri, timeout=120, log_dir=log_dir))
-            except ServiceUnavailable as exc:
-                unavailable(str(exc))
-
-        yield open_ui
 
 
 @pytest.fixture(scope="session")
