@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from .figures import plt, save
 from .runs import ALIASES, AnalysisError, add_query_args, fetch_runs, metric_history, open_client, query_from_args
@@ -47,12 +48,13 @@ def draw(stats: pd.DataFrame):
             ax = axes[r][c]
             for cell, s in stats[(stats["model"] == model) & (stats["key"] == key)].groupby("cell"):
                 s = s.sort_values("step")
-                epoch = s["step"] + 1
+                epoch = s["step"]  # MLflow step = epoch, 1-based
                 line, = ax.plot(epoch, s["mean"], marker="o", ms=3, label=f"{cell} (n={s['n'].min()})")
                 ax.fill_between(epoch, s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
                                 color=line.get_color(), alpha=0.2)
             ax.set_title(f"{model}: {label}", fontsize=10)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[r][-1].legend(fontsize=8)
     fig.tight_layout()

@@ -78,3 +78,22 @@ def test_a_demo_vit_cell_learns_in_two_epochs(store, tmp_path: Path):
         torch.set_num_threads(threads)
     assert outcome.status == "finished"
     assert outcome.val_acc1 > 3 * CHANCE, outcome.val_acc1
+
+
+def test_seed_curves_average_over_seeds(tmp_path: Path):
+    """analysis.seed_curves: mean, sample std and count per model, cell, metric and epoch."""
+    import pandas as pd
+
+    from analysis import seed_curves
+    from analysis.figures import save
+
+    rows = [{"model": m, "cell": c, "seed": s, "key": k, "step": e, "value": float(s + e)}
+            for m in ("resnet18", "vit_tiny") for c in ("gelu+none", "raa+arr") for s in (0, 1, 2)
+            for k, _ in seed_curves.KEYS for e in (1, 2)]
+    stats = seed_curves.summarise(pd.DataFrame(rows))
+    assert len(stats) == 2 * 2 * len(seed_curves.KEYS) * 2
+    one = stats[(stats["model"] == "vit_tiny") & (stats["cell"] == "raa+arr") & (stats["key"] == "val/acc1")]
+    assert list(one["mean"]) == [2.0, 3.0] and list(one["std"]) == [1.0, 1.0] and list(one["n"]) == [3, 3]
+    fig = seed_curves.draw(stats)
+    assert len(fig.axes) == 2 * len(seed_curves.KEYS)
+    assert save(fig, tmp_path, "seed_curves", ("png",))[0].stat().st_size > 0
