@@ -19,11 +19,12 @@ TINY = ["trainer.epochs=1", *FAST, "dataset.fraction=0.1"]
 
 @pytest.fixture(scope="module")
 def failed_sweep(tmp_path_factory, migrated_db) -> tuple[Store, subprocess.CompletedProcess]:
-    """One local sweep of two cells; optim.lr=1e30 drives the second one's loss to NaN mid-epoch."""
+    """One in-process sweep of two cells; optim.lr=1e30 drives the first one's loss to NaN mid-epoch, and
+    the same process must go on to the second."""
     root = tmp_path_factory.mktemp("failed-sweep")
     shutil.copyfile(migrated_db, root / "mlflow.db")
     store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
-    return store, store.launch("-m", "hydra/launcher=local", "optim.lr=1e-3,1e30", *TINY, *store.overrides())
+    return store, store.launch("-m", "hydra/launcher=local", "optim.lr=1e30,1e-3", *TINY, *store.overrides())
 
 
 def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
@@ -38,6 +39,8 @@ def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
     assert bad.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
     error = Path(store.client.download_artifacts(bad.info.run_id, "error.txt", str(store.root)))
     assert "Traceback" in error.read_text() and "NonFiniteLoss" in error.read_text()
+    assert "sweep summary" in out and "finished: 1" in out and "failed: 1" in out
+    assert good.data.tags["dnrt.startup"] == "warm"  # the process that failed the first cell ran it
 
 
 def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
@@ -46,6 +49,7 @@ def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
     (parent,) = [r for r in everything if r.data.tags.get("dnrt.kind") == "sweep"]
     children = [r for r in everything if r is not parent]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert {r.data.tags["dnrt.sweep_id"] for r in children} == {parent.data.tags["dnrt.sweep_id"]}
     assert parent.info.status == "FAILED"  # a run of it failed
     summary = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "summary.json",
                                                                str(store.root))).read_text())
