@@ -65,9 +65,9 @@ def test_demo_recipe_learns_more_epochs_in_the_ablation():
 
 
 def test_a_demo_vit_cell_learns_in_two_epochs(store, tmp_path: Path):
-    """The demo's ViT recipe, cut to 2 epochs (one of warmup), ends well above chance on held-out
-    digits (about 50% measured). The default recipe (batches of 64, no warmup, lr 1e-3) stays near
-    chance under the same budget (about 12%), which this threshold rejects."""
+    """The demo's ViT recipe, cut to 2 epochs (one of warmup), leaves chance on held-out digits:
+    31.8% measured (seed 0, one thread). The default recipe (batches of 64, no warmup, lr 1e-3) ends
+    at 12.5% under the same budget, which this threshold rejects. The demo's own 3 epochs reach 56-70%."""
     cfg = compose_cfg(["experiment=demo", "model=vit_tiny", "trainer.epochs=2", "trainer.progress=false",
                        *store.overrides()])
     threads = torch.get_num_threads()
@@ -77,7 +77,7 @@ def test_a_demo_vit_cell_learns_in_two_epochs(store, tmp_path: Path):
     finally:
         torch.set_num_threads(threads)
     assert outcome.status == "finished"
-    assert outcome.val_acc1 > 3 * CHANCE, outcome.val_acc1
+    assert outcome.val_acc1 > 2.5 * CHANCE, outcome.val_acc1
 
 
 def test_seed_curves_average_over_seeds(tmp_path: Path):
