@@ -10,11 +10,15 @@ import sys
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path, train
 from tests.conftest import FAST, ROOT, compose_cfg
+
+# Sweeps, DDP and preemption end to end: not in `make test-fast`.
+pytestmark = pytest.mark.slow
 
 PARALLEL = ["hydra/launcher=parallel", "trainer.epochs=1", *FAST, "dataset.fraction=0.15"]
 
@@ -112,7 +116,12 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
     (one,), (two,) = store.runs("single"), store.runs("ddp")  # only rank 0 logs: one run
     assert two.data.tags["dnrt.arr_ranks_identical"] == "true"
-    assert two.data.metrics["final/val_acc1"] == pytest.approx(one.data.metrics["final/val_acc1"], abs=0.6)
+    # The exact equality of DDP and one process is tests/test_ddp_exact.py's; here the all-reduce's float
+    # order drifts the weights by ~1e-3 over two epochs, enough to flip an image on the decision boundary
+    # (seen: 39.09 vs 38.18 %, one image of 110). Two flipped images are allowed, a real divergence is not.
+    _, val_loader = instantiate(compose_cfg(common).dataset).loaders(32, seed=0, device=torch.device("cpu"))
+    two_images = 2 * 100.0 / val_loader.num_samples
+    assert abs(two.data.metrics["final/val_acc1"] - one.data.metrics["final/val_acc1"]) <= two_images + 1e-9
     assert two.data.metrics["train/loss"] == pytest.approx(one.data.metrics["train/loss"], rel=1e-3)
     a = load_checkpoint(checkpoint_path(compose_cfg([*common, *store.overrides("single")]),
                                         one.data.tags["dnrt.config_hash"]))
@@ -125,8 +134,6 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
 
 def steps_per_epoch(cfg) -> int:
     """Training batches per epoch of ``cfg``'s data (drop_last batches of ``trainer.batch_size``)."""
-    from hydra.utils import instantiate
-
     train_loader, _ = instantiate(cfg.dataset).loaders(int(cfg.trainer.batch_size), seed=int(cfg.seed),
                                                         device=torch.device("cpu"))
     return len(train_loader)

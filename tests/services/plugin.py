@@ -39,6 +39,19 @@ def service_group(fixturenames: tuple[str, ...] | list[str]) -> str | None:
     return None
 
 
+def xdist_group(item: pytest.Item) -> str | None:
+    """The service group of ``item``, else its module's name when it uses a module-scoped fixture (a
+    sweep trained once for a file's tests would otherwise be trained again on the other worker)."""
+    group = service_group(getattr(item, "fixturenames", ()))
+    if group is not None:
+        return group
+    info = getattr(item, "_fixtureinfo", None)  # pytest's resolved fixture definitions of the test
+    if info is not None and any(defs and defs[-1].scope in ("module", "class", "package")
+                                for defs in info.name2fixturedefs.values()):
+        return item.module.__name__
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by the service fixtures they use, so ``-m "not slurm"`` deselects them, and group
@@ -48,7 +61,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in AUTO_MARKERS.items():
             if fixture in names:
                 item.add_marker(marker)
-        group = service_group(names)
+        group = xdist_group(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
 
