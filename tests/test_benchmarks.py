@@ -112,6 +112,7 @@ def test_smoke_run_writes_every_ratio_and_target(smoke):
     assert "PASS" in md and "FAIL" in md and result["machine"]["cpu_model"] in md
 
 
+@pytest.mark.slow
 def test_real_step_benchmark_tiny():
     """The real step path (models, ARR, AdamW, interleaving) on a tiny batch; figures unchecked."""
     res = run.measure_steps("vit_tiny", (("gelu", "none"), ("raa", "arr")), batch_size=2, warmup=1, rounds=2,
@@ -122,6 +123,7 @@ def test_real_step_benchmark_tiny():
     assert set(res.images_per_s()) == {"gelu+none", "raa+arr"}
 
 
+@pytest.mark.slow
 def test_gpu_section_code_path_on_cpu():
     from benchmarks.gpu import epoch_times
 
@@ -130,6 +132,7 @@ def test_gpu_section_code_path_on_cpu():
     assert fig["epoch_time_s"] > 0 and 0.0 <= fig["data_time_frac"] <= 1.0 and fig["gpu_util_pct"] is None
 
 
+@pytest.mark.slow
 def test_overhead_sweep_real_one_cold_run_then_warm_runs():
     """The real overhead sweep: one worker, so the first run pays the imports and the next reuse them."""
     from benchmarks.overhead import measure_overhead

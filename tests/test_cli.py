@@ -4,6 +4,9 @@ import pytest
 
 from tests.conftest import FAST
 
+# Each test starts launch.py (seconds of imports): not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def test_help_lists_the_groups(store):
     proc = store.launch("--help", check=True)

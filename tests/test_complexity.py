@@ -10,6 +10,9 @@ from torch import nn
 from benchmarks.complexity import count_macs, markdown, measure_latency
 from dnrt.models import create_model
 
+# FLOP counts at 224 px: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 # ViT-Tiny at 224 px: 196 patches + class token, width 192, MLP 768, 12 blocks, 1000 classes
 VIT_TOKENS, VIT_DIM, VIT_HIDDEN, VIT_DEPTH = 197, 192, 768, 12
 # TNT-S at 224 px: 196 patches of 4x4 inner pixels; inner width 24 (MLP 96), outer 384 (MLP 1536), 12 blocks

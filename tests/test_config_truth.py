@@ -32,6 +32,7 @@ def _n_params(cfg) -> int:
     return sum(p.numel() for p in build_components(cfg, DistInfo()).core.parameters())
 
 
+@pytest.mark.slow
 def test_act_keys_build_the_module():
     named = _raa_layers(compose_cfg(["model=resnet18", "act=raa_gelu_simple", *FAST]))
     keyed = _raa_layers(compose_cfg(["model=resnet18", "act=raa", "act.variant=simple", *FAST]))
@@ -89,6 +90,7 @@ def test_model_that_does_not_fit_the_input_is_refused_before_any_run():
         preflight(cfg)
 
 
+@pytest.mark.slow
 def test_bad_single_run_prints_one_line_exits_2_and_creates_no_run(store):
     before = store.runs()
     proc = store.launch("+model.foo=3", *ONE_EPOCH)
@@ -99,6 +101,7 @@ def test_bad_single_run_prints_one_line_exits_2_and_creates_no_run(store):
     assert store.runs() == before == []
 
 
+@pytest.mark.slow
 def test_sweep_with_an_invalid_cell_submits_nothing(store):
     proc = store.launch("-m", "act=relu,gelu,raa", "optim.lr=1e-3,-1", *ONE_EPOCH, "seed=0")
     assert proc.returncode == 2
@@ -108,6 +111,7 @@ def test_sweep_with_an_invalid_cell_submits_nothing(store):
     assert not list(store.root.glob("multirun/**/" + CONTEXT_FILE))
 
 
+@pytest.mark.slow
 def test_sweep_skips_invalid_cells_when_asked(store):
     proc = store.launch("-m", "optim.lr=1e-3,2e-3,3e-3,-1,4e-3,5e-3", "sweep.on_invalid=skip", *ONE_EPOCH)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,6 +124,7 @@ def test_sweep_skips_invalid_cells_when_asked(store):
     assert parent.data.metrics["sweep/refused"] == 1 and parent.data.metrics["sweep/finished"] == 5
 
 
+@pytest.mark.slow
 def test_dry_run_plans_a_half_finished_sweep_and_creates_nothing(store):
     base = [*store.overrides(), *ONE_EPOCH, "model=resnet18"]
     finished = train(compose_cfg([*base, "act=relu"]))
@@ -150,6 +155,7 @@ def _compose_from(conf: Path, overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
+@pytest.mark.slow
 def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
     overrides = [*store.overrides(), *ONE_EPOCH, "model=resnet18", "act=relu"]
     first = train(compose_cfg(overrides))
@@ -178,6 +184,7 @@ def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
     assert tags["dnrt.signature_version"] == "1"
 
 
+@pytest.mark.slow
 def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypatch):
     proc = store.launch("-m", "model=resnet18", "act=raa", *ONE_EPOCH, check=True)
     (cell,) = store.runs()
@@ -217,6 +224,7 @@ def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
     assert not list(store.root.glob("multirun/**/.submitit"))
 
 
+@pytest.mark.slow
 def test_every_model_act_and_regularizer_option_passes_the_checks():
     """Every option of the model/act/regularizer groups composes into a config the checks accept."""
     for group in ("act", "regularizer", "model"):

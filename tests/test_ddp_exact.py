@@ -10,6 +10,9 @@ from torch import nn
 
 from dnrt.nn import ARR
 
+# Spawns gloo process groups: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 WIDTHS = (2, 4)  # two taps of different widths
 NUM_CLASSES = 3
 

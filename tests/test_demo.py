@@ -64,6 +64,7 @@ def test_demo_recipe_learns_more_epochs_in_the_ablation():
         assert (ablation.optim.lr, ablation.trainer.batch_size) == (demo.optim.lr, demo.trainer.batch_size)
 
 
+@pytest.mark.slow
 def test_a_demo_vit_cell_learns_in_two_epochs(store, tmp_path: Path):
     """The demo's ViT recipe, cut to 2 epochs (one of warmup), leaves chance on held-out digits:
     31.8% measured (seed 0, one thread). The default recipe (batches of 64, no warmup, lr 1e-3) ends

@@ -111,6 +111,7 @@ PAPER_MODELS = ["vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small",
                 "alexnet", "vgg11", "resnet18", "mobilenet", "shufflenet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER_MODELS)
 def test_act_gdn_trains_one_step(name):
     torch.manual_seed(0)

@@ -121,6 +121,7 @@ def test_missing_file_is_refused_before_any_run(tmp_path: Path, store) -> None:
     assert store.runs() == [] and not store.ckpt_root.exists()
 
 
+@pytest.mark.slow
 def test_the_cli_says_where_to_put_the_file(tmp_path: Path, store) -> None:
     proc = store.launch("model=gcn", "dataset=dgraphfin", f"data_dir={tmp_path / 'none'}", "trainer.progress=false")
     assert proc.returncode == 2, proc.stderr

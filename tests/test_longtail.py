@@ -78,6 +78,7 @@ def test_option_a_shortcut_subsamples_and_pads_with_zeros():
     assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", ["relu", "raa", "gdn"])
 def test_resnet32_swaps_every_relu_and_trains_a_step(act):
     built = create_model("resnet32", num_classes=10, img_size=32, act=act)

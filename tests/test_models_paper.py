@@ -78,8 +78,17 @@ def _raa_modules(model: nn.Module) -> list[RAA]:
     return [m for m in model.modules() if isinstance(m, RAA)]
 
 
-@pytest.mark.parametrize("act", list_acts())
-@pytest.mark.parametrize("name", PAPER_MODELS)
+# RAA's variants size their parameters per token (ViTs) or per position (CNNs), so each variant and both
+# bases run in every paper model; the pointwise activations are the same module in any layout and run
+# in one model of each layout (vit_tiny: tokens, resnet18: NCHW). GDN in every model: tests/test_gdn.py.
+PER_MODEL_ACTS = ["raa", "raa_relu", "raa_gelu_simple", "raa_relu_elementwise"]
+LAYOUT_MODELS = ["vit_tiny", "resnet18"]
+ACT_CASES = [(m, a) for m in PAPER_MODELS for a in PER_MODEL_ACTS] + [
+    (m, a) for m in LAYOUT_MODELS for a in list_acts() if a not in PER_MODEL_ACTS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,act", ACT_CASES)
 def test_every_activation_trains_with_arr(name: str, act: str):
     """Surgery with ``act``, ARR on the model's taps, one CE + ARR forward/backward at 32 px."""
     torch.manual_seed(0)
@@ -207,6 +216,7 @@ def test_small_input_adaptation(name: str):
     assert tuple(out.shape) == shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_imagenet_size_forward(name: str):
     """224 px, act=raa: one forward at batch 1 (plus surgery's dry run) with the ARR taps hooked."""
@@ -222,6 +232,7 @@ def test_imagenet_size_forward(name: str):
     assert all(r.shape[0] == 1 for r in taps.responses)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in ALL_MODELS if n != "pvt_tiny"])
 def test_tiny_grayscale_input(name: str):
     """8-px, 1-channel images (the digits data set): build with act=raa, one forward, taps fire."""
@@ -365,6 +376,7 @@ def test_imagenet_stem_forward_shapes_and_taps(name: str, img_size: int):
     assert {r.shape[1] for r in taps.responses} == EXPECTED_TAPS[name][2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet", "shufflenet"])
 def test_imagenet_stem_trains_with_raa_and_arr(name: str):
     """32 px, stem=imagenet, act=raa_relu: surgery covers torchvision's shared ReLU call sites and

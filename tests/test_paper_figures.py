@@ -97,6 +97,7 @@ def _forward(store: Store, run) -> tuple[dict[int, np.ndarray], np.ndarray, np.n
 
 # ------------------------------------------------------------------------------------------- Figure 2
 
+@pytest.mark.slow
 def test_collected_mlp_responses_equal_a_plain_hook(fig_store: Store) -> None:
     run = run_of(fig_store, "raa", "none")
     got = collect(fig_store.client, run.info.run_id, batches=100, mlp_layers=LAYERS)
@@ -108,6 +109,7 @@ def test_collected_mlp_responses_equal_a_plain_hook(fig_store: Store) -> None:
         np.testing.assert_allclose(got.mlp[k], ref[k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fig2_files_hold_the_hooked_values(fig_store: Store, tmp_path: Path) -> None:
     assert cli(fig_store, "fig2", tmp_path, "--batches", "100") == 0
     for stem in ("fig2a", "fig2b"):
@@ -128,6 +130,7 @@ def test_fig2_files_hold_the_hooked_values(fig_store: Store, tmp_path: Path) -> 
                                         + [f"b_class{k}_{n}" for k in (0, 1, 2) for n in ("without", "with")])
 
 
+@pytest.mark.slow
 def test_fig2_classes_are_a_parameter(fig_store: Store, tmp_path: Path) -> None:
     assert cli(fig_store, "fig2", tmp_path, "--parts", "b", "--classes", "3,7", "--channels", "5") == 0
     data = np.load(tmp_path / "fig2.npz")
@@ -138,6 +141,7 @@ def test_fig2_classes_are_a_parameter(fig_store: Store, tmp_path: Path) -> None:
     assert paper_figures.default_classes("digits") == (0, 1, 2)
 
 
+@pytest.mark.slow
 def test_a_layer_the_model_lacks_names_the_valid_range(fig_store: Store, tmp_path: Path, capsys) -> None:
     two = timm.models.vision_transformer.VisionTransformer(img_size=8, patch_size=2, in_chans=1, num_classes=10,
                                                            embed_dim=16, depth=2, num_heads=2)
@@ -155,6 +159,7 @@ def test_a_layer_the_model_lacks_names_the_valid_range(fig_store: Store, tmp_pat
 
 # ------------------------------------------------------------------------------------------- Figure 3
 
+@pytest.mark.slow
 def test_fig3_plots_the_metric_history(fig_store: Store, tmp_path: Path, monkeypatch) -> None:
     drawn = {}
     real_save = paper_figures.save

@@ -35,6 +35,7 @@ def test_dnrt_cells_use_the_authors_arr_weight(dataset, weight):
     assert (base.act.name, base.regularizer.name) == ("silu", "none")
 
 
+@pytest.mark.slow
 def test_paper_vit_smoke_sweep(store, tmp_path):
     """`experiment=paper_vit trainer.epochs=1 dataset.fraction=0.01` on CIFAR-format files written here
     (every ViT, the GELU and DNRT columns, CIFAR-10)."""

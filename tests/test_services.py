@@ -248,6 +248,7 @@ def test_hydra_slurm_launcher_packs_runs_into_one_job(slurm_cluster, tmp_path):
     assert job[0] != "-" and job[1] == "1"
 
 
+@pytest.mark.slow
 def test_hydra_parallel_launcher_deals_runs_to_workers(tmp_path):
     results = _run_sweep(tmp_path, "hydra/launcher=parallel", "hydra.launcher.timeout_min=10", seeds=(1, 2, 3),
                          env={**os.environ, "DNRT_MAX_PARALLEL": "2"})

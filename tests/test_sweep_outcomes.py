@@ -14,6 +14,9 @@ import yaml
 
 from tests.conftest import FAST, ROOT, Store
 
+# Local sweeps and an Optuna search end to end: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 TINY = ["trainer.epochs=1", *FAST, "dataset.fraction=0.1"]
 
 

@@ -16,6 +16,9 @@ from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path, train
 from tests.conftest import FAST, compose_cfg
 
+# Real trainings through train(): not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 EPOCH_METRICS = ["train/loss", "train/loss_ce", "train/loss_arr", "train/acc1", "val/loss", "val/acc1", "val/acc5",
                  "lr", "epoch_time_s", "train/throughput_img_s"]
 SCHEMA_PARAMS = ["model.name", "act.name", "regularizer.name", "regularizer.weight", "dataset.name", "seed", "optim.lr"]
