@@ -15,6 +15,7 @@ from dnrt.config import ConfigError
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path, train
 from tests.conftest import FAST, compose_cfg
+from tests.test_sweeps import PREEMPTED, train_as_launched, uninterrupted_reference
 
 # Real trainings through train(): not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -59,30 +60,28 @@ def _final_state(store, experiment, cfg):
 
 
 def test_resume_is_identical_to_an_uninterrupted_run(store):
-    base = ["model=vit_tiny", "act=raa", "regularizer=arr", "trainer.epochs=3", *FAST]
-    straight = compose_cfg([*base, *store.overrides("straight")])
-    assert train(straight).status == "finished"
-
-    cut = compose_cfg([*base, *store.overrides("cut"), "trainer.stop_after=1"])
-    first = train(cut)
+    """Stopped after epoch 1 (``trainer.stop_after``), the same config resumes the same run and ends with
+    the weights, ARR memory and logged curves of the session's uninterrupted reference run."""
+    cut = compose_cfg([*PREEMPTED, *store.overrides("cut"), "trainer.stop_after=1"])
+    first = train_as_launched(cut)
     assert first.status == "stopped"
     (killed,) = store.runs("cut")
     assert killed.info.status == "KILLED"
-    resumed = train(compose_cfg([*base, *store.overrides("cut")]))  # the same command again
+    resumed = train_as_launched(compose_cfg([*PREEMPTED, *store.overrides("cut")]))  # the same command again
     assert resumed.status == "resumed" and resumed.run_id == first.run_id
 
-    a, b = _final_state(store, "straight", straight), _final_state(store, "cut", cut)
-    assert a["epoch"] == b["epoch"] == 3
+    a, b = uninterrupted_reference(store), _final_state(store, "cut", cut)
+    assert a["epoch"] == b["epoch"] == 2
     for key, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][key]), key
     for key, tensor in a["arr"].items():
         assert torch.equal(tensor, b["arr"][key]), key
-    (run_a,), (run_b,) = store.runs("straight"), store.runs("cut")
+    (run_b,) = store.runs("cut")
     assert run_b.info.status == "FINISHED"
     for key in ["train/loss", "val/acc1", "val/loss_arr", "lr"]:
-        ha = [(m.step, m.value) for m in store.client.get_metric_history(run_a.info.run_id, key)]
+        ha = [(h["epoch"], h[key]) for h in a["history"]]
         hb = [(m.step, m.value) for m in store.client.get_metric_history(run_b.info.run_id, key)]
-        assert [s for s, _ in hb] == [1, 2, 3], f"{key} logged {hb}"
+        assert [s for s, _ in hb] == [1, 2], f"{key} logged {hb}"
         assert ha == hb, key
 
 
