@@ -91,6 +91,30 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     return scheduler
 
 
+def build_model(cfg: DictConfig, misfit: str, **inputs):
+    """``cfg.model`` built for the data's ``inputs`` (num_classes, in_chans, ...) with the act group's
+    activation; an unknown key names itself, any other failure is ``model.name: <misfit>: <cause>``."""
+    try:
+        # act goes in after instantiation: Hydra would turn the ActSpec dataclass into a config node
+        return instantiate(cfg.model, _partial_=True, **inputs)(act=act_spec(cfg))
+    except (InstantiationException, TypeError, ValueError, KeyError) as exc:
+        err = unknown_key("model", exc, get_method(cfg.model._target_), cfg.model)
+        if err is not None:
+            raise err from exc
+        raise ConfigError("model.name", cfg.model.name, f"{misfit}: {exc.__cause__ or exc}") from exc
+
+
+def build_arr(cfg: DictConfig, model: nn.Module, built, num_classes: int, sample, device: torch.device
+              ) -> ARR | None:
+    """ARR on ``built``'s taps (or the regularizer's own), sized by a dry run on ``sample`` (a model
+    input); None without ``regularizer=arr``."""
+    if cfg.regularizer.name != "arr":
+        return None
+    r = cfg.regularizer
+    return ARR(model, num_classes, taps=r.taps or built.taps, pooling=r.pooling or built.pooling,
+               momentum=r.momentum, sample=sample).to(device)
+
+
 def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Components:
     """Everything a run needs; ``data``: the data set object the preflight already made, if any."""
     t = cfg.trainer
@@ -101,29 +125,16 @@ def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Compone
     if check_task(cfg, data) == "node":  # also refuses a graph model on images and vice versa
         from ..graph.build import build_graph_components  # PyTorch Geometric: an optional extra
 
-        return build_graph_components(cfg, dist_info, data)
-    try:
-        # act goes in after instantiation: Hydra would turn the ActSpec dataclass into a config node
-        build = instantiate(cfg.model, _partial_=True, num_classes=data.num_classes, img_size=data.img_size,
-                            in_chans=data.in_chans)
-        built = build(act=act_spec(cfg))
-    except (InstantiationException, TypeError, ValueError, KeyError) as exc:
-        err = unknown_key("model", exc, get_method(cfg.model._target_), cfg.model)
-        if err is not None:
-            raise err from exc
-        cause = exc.__cause__ or exc
-        raise ConfigError("model.name", cfg.model.name, f"does not fit dataset={cfg.dataset.name} "
-                          f"({data.img_size} px, {data.in_chans} channels): {cause}") from exc
+        return build_graph_components(cfg, dist_info, data, device, dtype)
+    built = build_model(cfg, f"does not fit dataset={cfg.dataset.name} ({data.img_size} px, {data.in_chans} "
+                              "channels)", num_classes=data.num_classes, img_size=data.img_size,
+                        in_chans=data.in_chans)
     model = built.model.to(device)
     channels_last = t.channels_last == "auto" and device.type == "cuda" or t.channels_last is True
     if channels_last and built.pooling == "avg2d":
         model = model.to(memory_format=torch.channels_last)
-    arr = None
-    if cfg.regularizer.name == "arr":
-        sample = torch.zeros(2, data.in_chans, data.img_size, data.img_size, device=device)
-        arr = ARR(model, data.num_classes, taps=cfg.regularizer.taps or built.taps,
-                  pooling=cfg.regularizer.pooling or built.pooling, momentum=cfg.regularizer.momentum,
-                  sample=sample).to(device)
+    arr = build_arr(cfg, model, built, data.num_classes,
+                    torch.zeros(2, data.in_chans, data.img_size, data.img_size, device=device), device)
     optimizer = build_optimizer(cfg, model)
     if t.batch_size % dist_info.world_size:
         raise ConfigError("trainer.batch_size", t.batch_size, f"must divide by the {dist_info.world_size} ranks")
