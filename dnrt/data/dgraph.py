@@ -95,6 +95,7 @@ class DGraphFinData:
         self.standardize = bool(standardize)
         self.undirected = bool(undirected)
         self._graph: dict[str, torch.Tensor] | None = None
+        self._checked = False  # check_files opens the archive: once per object
 
     @property
     def path(self) -> Path:
@@ -103,6 +104,8 @@ class DGraphFinData:
     def check_files(self) -> None:
         """Raise :class:`DatasetNotFoundError` (saying where the file goes) unless the file is there
         with every key the task reads; reads only the archive's directory."""
+        if self._checked:
+            return
         where = self.path.resolve()
         if not self.path.is_file():
             raise DatasetNotFoundError(
@@ -114,6 +117,7 @@ class DGraphFinData:
         if missing:
             raise DatasetNotFoundError(f"{where} is not the DGraphFin release: keys {', '.join(missing)} missing "
                                        f"(it needs {', '.join(REQUIRED)})")
+        self._checked = True
 
     @property
     def num_classes(self) -> int:
