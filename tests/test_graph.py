@@ -195,19 +195,15 @@ def test_raa_acts_on_node_features_as_tokens(graph_dir: Path, store) -> None:
 
 
 def test_paper_graph_preset_composes_six_cells() -> None:
-    from tests.test_presets import sweep_axes
+    from tests.test_presets import MECHANISMS, composed_cells
 
-    axes = sweep_axes("paper_graph")
-    cells = list(itertools.product(*axes))
+    cells = composed_cells("paper_graph")
     assert len(cells) == 6
-    mechanisms = {"relu": ("relu", "none"), "gelu": ("gelu", "none"), "dnrt": ("raa", "arr")}
     seen = set()
-    for cell in cells:
-        cfg = compose_cfg(["experiment=paper_graph", *cell])
-        values = dict(c.split("=", 1) for c in cell)
+    for values, cfg in cells:
         assert cfg.dataset.name == "dgraphfin" and cfg.trainer.epochs == 200 and cfg.optim.lr == 0.01
         assert cfg.model.name == values["model"] and cfg.model._target_ == "dnrt.graph.create_gnn"
-        assert (cfg.act.name, cfg.regularizer.name) == mechanisms[values["mechanism"]]
+        assert (cfg.act.name, cfg.regularizer.name) == MECHANISMS[values["mechanism"]]
         seen.add((cfg.model.name, values["mechanism"]))
     assert seen == set(itertools.product(["gcn", "graphsage"], ["relu", "gelu", "dnrt"]))
 

@@ -93,20 +93,28 @@ def test_vit_and_cnn_tables_have_the_gdn_column(preset):
     assert (cfg.act.name, cfg.regularizer.name) == ("gdn", "none")
 
 
+# The paper's columns (mechanism=...) as (act, regularizer).
+MECHANISMS = {"relu": ("relu", "none"), "gelu": ("gelu", "none"), "dnrt": ("raa", "arr")}
+
+
+def composed_cells(preset: str) -> list[tuple[dict[str, str], object]]:
+    """Every cell of ``preset``'s sweep as (its swept ``key: value``s, the composed config)."""
+    cells = []
+    for cell in itertools.product(*sweep_axes(preset)):
+        cells.append((dict(c.split("=", 1) for c in cell), compose_cfg([f"experiment={preset}", *cell])))
+    return cells
+
+
 def test_paper_longtail_is_table_5_right():
     """{ViT-Tiny, ResNet-32} x {ReLU, GELU, DNRT} x imbalance {10, 50, 100}: every cell composes
     to the right model, activation, regulariser and ratio on CIFAR-10-LT."""
-    axes = sweep_axes("paper_longtail")
-    cells = list(itertools.product(*axes))
+    cells = composed_cells("paper_longtail")
     assert len(cells) == 18
-    mechanisms = {"relu": ("relu", "none"), "gelu": ("gelu", "none"), "dnrt": ("raa", "arr")}
     seen = set()
-    for cell in cells:
-        cfg = compose_cfg(["experiment=paper_longtail", *cell])
-        values = dict(c.split("=", 1) for c in cell)
+    for values, cfg in cells:
         assert cfg.dataset.name == "cifar10_lt"
         assert cfg.dataset.imbalance_ratio == int(values["dataset.imbalance_ratio"])
-        assert (cfg.act.name, cfg.regularizer.name) == mechanisms[values["mechanism"]]
+        assert (cfg.act.name, cfg.regularizer.name) == MECHANISMS[values["mechanism"]]
         assert cfg.model.name == values["model"]
         seen.add((cfg.model.name, values["mechanism"], cfg.dataset.imbalance_ratio))
     assert seen == set(itertools.product(["vit_tiny", "resnet32"], ["relu", "gelu", "dnrt"], [10, 50, 100]))
