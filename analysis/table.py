@@ -14,11 +14,12 @@ import pandas as pd
 from scipy import stats
 
 from dnrt.config import EXECUTION_KEYS
+from dnrt.tracking import HEADLINE_TAG as TRACKED_HEADLINE
 
 from .runs import ALIASES, AnalysisError, resolve_key
 
 PAPER_FIELDS = ("dataset", "model", "act", "regularizer")
-HEADLINE_TAG = "tags.dnrt.headline"  # the metric a run is judged by; absent on older runs: val/acc1
+HEADLINE_TAG = f"tags.{TRACKED_HEADLINE}"  # the metric a run is judged by; absent on older runs: val/acc1
 TOP1 = "val/acc1"
 MIN_CI_SEEDS = 3
 BOOTSTRAP_SAMPLES = 10_000

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..tracking import RunTracker
+from ..tracking import HEADLINE_TAG, RunTracker
 from . import clock
 from .build import Components
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -20,10 +20,6 @@ from .faults import parse_signal_at
 from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
 
 log = logging.getLogger(__name__)
-
-# The metric a run is judged by (val/acc1 for images, val/auc for node classification); its
-# end-of-run values are logged as final/<metric with _> and best/<...> (docs/design.md §4).
-HEADLINE_TAG = "dnrt.headline"
 
 
 def memories_identical_across_ranks(arr) -> bool:

@@ -20,6 +20,9 @@ from .store import project_root, with_retry
 HASH_TAG = "dnrt.config_hash"
 HEARTBEAT_TAG = "dnrt.heartbeat"
 JOB_TAG = "dnrt.job_id"
+# The metric a run is judged by (val/acc1 for images, val/auc for node classification); its end-of-run
+# values are logged as final/<metric with _> and best/<...> (docs/design.md §4).
+HEADLINE_TAG = "dnrt.headline"
 
 
 def current_job_id() -> str:
