@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnrt.models import create_model
+from dnrt.engine.build import build_model
 from dnrt.train import train
 from tests.conftest import ROOT, compose_cfg
 from tests.test_presets import sweep_axes
@@ -50,7 +50,8 @@ def test_the_vit_sees_at_least_16_tokens(preset):
     """Counted from what the composed config builds: the patch embedding's output on one image."""
     cfg = compose_cfg([f"experiment={preset}", "model=vit_tiny"])
     size = int(cfg.dataset.img_size)
-    model = create_model("vit_tiny", num_classes=10, img_size=size, in_chans=1).model
+    # the run's own build path, so every model key the preset sets (patch size, depth, ...) counts
+    model = build_model(cfg, "test", num_classes=10, img_size=size, in_chans=1).model
     with torch.no_grad():
         tokens = model.patch_embed(torch.zeros(1, 1, size, size)).shape[1]
     assert tokens >= 16
