@@ -8,17 +8,11 @@ run context) happens in the launchers, through :mod:`dnrt.launching.sweep`.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
 from omegaconf import DictConfig
-
-from ..tracking import with_retry
-from .context import read_context
-from .summary import print_summary, read_summary
 
 STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
 
@@ -27,24 +21,16 @@ class SweepFailed(SystemExit):
     """Raised at the end of a sweep in which a run failed, so the command exits non-zero."""
 
 
-class LauncherUnavailable(RuntimeError):
-    """The chosen launcher cannot run on this machine."""
-
-
-def check_launcher(config: DictConfig) -> None:
-    target = str(config.hydra.launcher.get("_target_", ""))
-    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
-        raise LauncherUnavailable(
-            "hydra/launcher=slurm submits with SLURM's `sbatch`, which is not on this machine's PATH. "
-            "Run the same sweep locally with hydra/launcher=parallel (jobs as local processes) or "
-            "hydra/launcher=local (one after another), or launch from a SLURM login node.")
-
-
 class SweepCallback(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_launcher(config)
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # imported here: Hydra builds the callbacks in every launch.py process, refused ones included,
+        # and these pull in torch and MLflow (:mod:`.refusal`)
+        from mlflow import MlflowClient
+
+        from ..tracking import with_retry
+        from .context import read_context
+        from .summary import print_summary, read_summary
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
         context = read_context(sweep_dir)
         if context is None:  # a dry run, or nothing was launched

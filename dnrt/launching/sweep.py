@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,18 +26,11 @@ from ..train import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
 from .plan import check_cells, plan_cells, print_plan
+from .refusal import SweepRefused
 from .summary import record
 
 log = logging.getLogger(__name__)
 ON_INVALID = ("stop", "skip")
-
-
-class SweepRefused(SystemExit):
-    """Cells of a sweep cannot run; nothing was submitted. Prints ``message`` to stderr; exit code 2."""
-
-    def __init__(self, message: str):
-        print(message, file=sys.stderr, flush=True)
-        super().__init__(2)
 
 
 def begin_sweep(config: DictConfig) -> RunContext:

@@ -23,10 +23,19 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
-from dnrt.launching.sweep import prepare_sweep
+from dnrt.launching.refusal import require_slurm
 
 log = logging.getLogger(__name__)
 PACK_KEY = "dnrt_pack"  # the one "override" a packed job receives: which pack to run
+
+
+def prepare_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
+    """:func:`dnrt.launching.sweep.prepare_sweep` for ``launcher``'s sweep."""
+    # Imported here, not at the top: Hydra imports this module in every launch.py process, and the sweep
+    # code loads torch, timm and MLflow (about 7 s); `--help` and a refused command line need none of them.
+    from dnrt.launching.sweep import prepare_sweep as prepare
+
+    return prepare(launcher.config, launcher.hydra_context.config_loader, job_overrides)
 
 
 def assign_packs(num_runs: int, runs_per_job: int = 1, max_jobs: int | None = None) -> list[list[int]]:
@@ -51,7 +60,7 @@ class _PackedLauncher(BaseSubmititLauncher):
         self._packs: list[list[tuple[list[str], int]]] = []
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        job_overrides = prepare_sweep(self.config, self.hydra_context.config_loader, job_overrides)
+        job_overrides = prepare_sweep(self, job_overrides)
         if not job_overrides:
             return []
         packs = assign_packs(len(job_overrides), self.runs_per_job, self.max_jobs)
@@ -88,13 +97,18 @@ class PackedLocalLauncher(_PackedLauncher):
 class PackedSlurmLauncher(_PackedLauncher):
     _EXECUTOR = "slurm"
 
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        if not self.config.get("dry_run", False):  # a plan needs no cluster
+            require_slurm()  # before any cell is composed or the sweep's parent run is created
+        return super().launch(job_overrides, initial_job_idx)
+
 
 class CheckedBasicLauncher(BasicLauncher):
     """Hydra's basic launcher (the sweep's jobs one after another in this process), with every
     cell checked, and the sweep's parent run created, before the first job starts."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        job_overrides = prepare_sweep(self.config, self.hydra_context.config_loader, job_overrides)
+        job_overrides = prepare_sweep(self, job_overrides)
         return super().launch(job_overrides, initial_job_idx) if job_overrides else []
 
 
