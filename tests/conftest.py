@@ -10,11 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 pytest_plugins = ["tests.services.plugin"]
+
+# One intra-op thread in every test process and every process it starts. The two xdist workers and the
+# runs they launch share the machine's cores; with torch's default (a thread per core) each process's
+# OpenMP threads spin at barriers while another process holds the core, and small forward passes get
+# 10-30x slower (test_models_paper: about 50 s alone, 590 s beside the other worker).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
