@@ -1,5 +1,5 @@
-"""What a local sweep leaves behind: a cell that fails mid-training, the summary and counts on the
-sweep's parent run, and an Optuna search whose trials are MLflow runs."""
+"""What a sweep leaves behind: a cell that fails mid-training, the summary and counts on the sweep's
+parent run, and an Optuna search whose trials are MLflow runs."""
 
 from __future__ import annotations
 
@@ -17,17 +17,20 @@ from tests.conftest import FAST, ROOT, Store
 # Local sweeps and an Optuna search end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
 
-TINY = ["trainer.epochs=1", *FAST, "dataset.fraction=0.1"]
+TINY = ["trainer.epochs=1", *FAST, "dataset.fraction=0.1", "model.name=test_resnet"]  # the machinery, not learning
 
 
 @pytest.fixture(scope="module")
 def failed_sweep(tmp_path_factory, migrated_db) -> tuple[Store, subprocess.CompletedProcess]:
-    """One in-process sweep of two cells; optim.lr=1e30 drives the first one's loss to NaN mid-epoch, and
-    the same process must go on to the second."""
+    """A sweep of two cells packed into one worker process (the parallel launcher with one job);
+    optim.lr=1e30 drives the first cell's loss to NaN mid-epoch, and the same process must go on to the
+    second. The launchers share the per-cell isolation (:func:`dnrt.launching.entry.run_job`); the SLURM
+    case is tests/test_slurm.py's."""
     root = tmp_path_factory.mktemp("failed-sweep")
     shutil.copyfile(migrated_db, root / "mlflow.db")
     store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
-    return store, store.launch("-m", "hydra/launcher=local", "optim.lr=1e30,1e-3", *TINY, *store.overrides())
+    launcher = ["hydra/launcher=parallel", "hydra.launcher.max_jobs=1"]
+    return store, store.launch("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
 
 
 def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
@@ -44,6 +47,7 @@ def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
     assert "Traceback" in error.read_text() and "NonFiniteLoss" in error.read_text()
     assert "sweep summary" in out and "finished: 1" in out and "failed: 1" in out
     assert good.data.tags["dnrt.startup"] == "warm"  # the process that failed the first cell ran it
+    assert good.data.tags["dnrt.job_id"] == bad.data.tags["dnrt.job_id"]  # one worker ran both
 
 
 def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
