@@ -1,7 +1,7 @@
 """A small REAL sweep in a temp MLflow store, trained once per test session through ``launch.py -m``
 and shared by ``test_analysis.py`` and ``test_ui.py``.
 
-digits, 1 epoch, a third of the data: resnet18 and vit_tiny x gelu and raa x none and arr x seeds 0, 1
+digits, 1 epoch, 15% of the data: resnet18 and vit_tiny x gelu and raa x none and arr x seeds 0, 1
 (16 runs and the sweep's parent run), checkpoints logged as artifacts. Takes several minutes on two
 busy cores, hence built once: the fixture caches it in this module, so both test files (which each
 import the fixture) reuse one store. ``DNRT_SWEEP_STORE_DIR`` keeps the store in that directory and
@@ -29,7 +29,7 @@ EXPERIMENT = "analysis-test"
 MODELS, ACTS, REGS, SEEDS = ("resnet18", "vit_tiny"), ("gelu", "raa"), ("none", "arr"), (0, 1)
 SWEEP = [f"model={','.join(MODELS)}", f"act={','.join(ACTS)}", f"regularizer={','.join(REGS)}",
          f"seed={','.join(map(str, SEEDS))}"]
-FAST = ["trainer.epochs=1", "dataset.fraction=0.3", "trainer.progress=false", "trainer.log_checkpoint=true"]
+FAST = ["trainer.epochs=1", "dataset.fraction=0.15", "trainer.progress=false", "trainer.log_checkpoint=true"]
 N_RUNS = len(MODELS) * len(ACTS) * len(REGS) * len(SEEDS)
 
 

@@ -8,6 +8,7 @@ real subprocesses.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import statistics
 import subprocess
@@ -26,7 +27,8 @@ from analysis import ablation, plots
 from analysis.responses import checkpoint_path, collect
 from analysis.runs import AnalysisError, RunQuery, fetch_runs
 from analysis.table import build_table, load_paper, paired_ci
-from tests.sweep_store import MODELS, SEEDS, SweepStore, sweep_store_fixture  # noqa: F401  (session fixture)
+from tests.sweep_store import ACTS, MODELS, REGS, SEEDS, SweepStore, sweep_store_fixture  # noqa: F401  (session fixture)
+from tests.test_train import assert_run_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT / "analysis" / "paper_results.csv"
@@ -61,6 +63,17 @@ def paper_numbers(dataset: str) -> dict[tuple[str, str, str], float]:
     with PAPER_CSV.open() as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     return {(r["model"], r["act"], r["regularizer"]): float(r["top1"]) for r in rows if r["dataset"] == dataset}
+
+
+def test_every_sweep_run_has_the_schema(sweep_store: SweepStore) -> None:
+    """The 16 runs, launched by ``launch.py -m``, each carry the MLflow schema (ReLU runs through
+    ``train()``: tests/test_train.py)."""
+    runs = sweep_store.child_runs()
+    cells = [(r.data.params["model.name"], r.data.params["act.name"], r.data.params["regularizer.name"],
+              int(r.data.params["seed"])) for r in runs]
+    assert sorted(cells) == sorted(itertools.product(MODELS, ACTS, REGS, SEEDS))
+    for run, (model, act, reg, _) in zip(runs, cells):
+        assert_run_schema(sweep_store.client, run, model, act, reg)
 
 
 def test_table_matches_the_runs(sweep_store: SweepStore, tmp_path: Path, capsys) -> None:
@@ -184,9 +197,8 @@ def test_empty_store_and_no_match_exit_2(sweep_store: SweepStore, tmp_path: Path
                       "--out", str(tmp_path))
     assert missing.returncode == 2 and "no MLflow store" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "none.db").exists()  # reading never creates a store
-    nomatch = run_cli("analysis.plots", *base_args(sweep_store, tmp_path), "--filter", "model=alexnet")
-    assert nomatch.returncode == 2 and "no FINISHED runs match" in nomatch.stderr
-    assert "Traceback" not in nomatch.stderr and not list(tmp_path.glob("*.png"))
+    assert plots.main([*base_args(sweep_store, tmp_path), "--filter", "model=alexnet"]) == 2
+    assert "no FINISHED runs match" in capsys.readouterr().err and not list(tmp_path.glob("*.png"))
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     from mlflow import MlflowClient
 
