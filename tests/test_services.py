@@ -225,7 +225,10 @@ def _run_sweep(tmp_path: Path, *overrides: str, env: dict | None = None, seeds: 
     app.write_text(APP.format(conf=str(CONF), out=str(out)))
     callbacks = _hydra().get("callbacks", None) or {}
     no_callbacks = [f"~hydra.callbacks.{name}" for name in callbacks]
-    env = {**(env or os.environ), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    # without the test session's own OMP_NUM_THREADS (tests/conftest.py): a job's thread count must come
+    # from the launcher's setup lines, which is what the callers check
+    env = {**{k: v for k, v in (env or os.environ).items() if k != "OMP_NUM_THREADS"},
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     cmd = [sys.executable, str(app), "-m", f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
            *no_callbacks, *overrides]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
