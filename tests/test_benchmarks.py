@@ -93,7 +93,7 @@ def smoke(tmp_path, monkeypatch):
         "sweep_wall_s": 40.0, "store_create_s": 3.0, "job": "fake"})
     monkeypatch.setattr(run, "measure_memory_speedup", lambda rounds: measure_memory_speedup(
         batch_size=8, num_features=4, num_classes=3, taps=2, rounds=rounds))
-    assert run.main(["--smoke", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
+    assert run.main(["--smoke", "--threads", "2", "--out-dir", str(tmp_path)]) == 0  # not the session's 1
     return json.loads((tmp_path / "latest.json").read_text()), (tmp_path / "latest.md").read_text()
 
 
@@ -108,7 +108,7 @@ def test_smoke_run_writes_every_ratio_and_target(smoke):
     assert result["targets"]["device_loader_speedup"]["pass"] is True
     assert result["settings"]["mode"] == "smoke" and "batch size" in result["settings"]["note"]
     assert result["machine"]["cpu_model"] and result["machine"]["torch"] == torch.__version__
-    assert result["machine"]["torch_threads"] == 1
+    assert result["machine"]["torch_threads"] == 2
     assert "PASS" in md and "FAIL" in md and result["machine"]["cpu_model"] in md
 
 
