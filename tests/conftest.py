@@ -20,7 +20,7 @@ pytest_plugins = ["tests.services.plugin"]
 # One intra-op thread in every test process and every process it starts. The two xdist workers and the
 # runs they launch share the machine's cores; with torch's default (a thread per core) each process's
 # OpenMP threads spin at barriers while another process holds the core, and small forward passes get
-# 10-30x slower (test_models_paper: about 50 s alone, 590 s beside the other worker).
+# 10-30x slower (test_models_paper, 2026-12-01: about 50 s alone, 590 s beside the other worker).
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Small and fast: a third of digits, batches of 32.
 FAST = ["dataset.fraction=0.3", "trainer.batch_size=32", "trainer.progress=false", "trainer.threads=1"]
+# timm's test_resnet through the resnet18 config: the ResNet code path (stem, four stages of basic blocks,
+# RAA and ARR at every tap) at a fraction of resnet18's cost, for the tests of the machinery (where runs
+# stop, resume and fail, what they log, plan and refuse), not of learning.
+TINY_RESNET = ["model=resnet18", "model.name=test_resnet"]
+# Those tests' runs: the tiny ResNet on 15% of digits.
+SMALL = [*TINY_RESNET, *FAST, "dataset.fraction=0.15"]
 
 
 def compose_cfg(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
@@ -59,8 +65,7 @@ class Store:
         return [r for r in runs if r.data.tags.get("dnrt.kind") != "sweep"] if children_only else runs
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root),
-                "OMP_NUM_THREADS": "1"}
+        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root)}
 
     def launch(self, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
         """``python launch.py ARGS`` against this store; returns the finished process."""

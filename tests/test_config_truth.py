@@ -18,10 +18,9 @@ from dnrt.launching.context import CONTEXT_FILE
 from dnrt.nn import RAA
 from dnrt.preflight import preflight
 from dnrt.train import RunContext, train
-from tests.conftest import CONF, FAST, compose_cfg
+from tests.conftest import CONF, FAST, TINY_RESNET, compose_cfg
 
-# timm's test_resnet in the default ResNet config: these tests check refusals, plans and identity, not learning
-ONE_EPOCH = [*FAST, "model.name=test_resnet", "trainer.epochs=1", "tracking.experiment=test"]
+ONE_EPOCH = [*TINY_RESNET, *FAST, "trainer.epochs=1", "tracking.experiment=test"]
 
 
 def _raa_layers(cfg) -> list[RAA]:
@@ -118,13 +117,13 @@ def test_sweep_skips_invalid_cells_when_asked(store):
 
 @pytest.mark.slow
 def test_dry_run_plans_a_half_finished_sweep_and_creates_nothing(store):
-    base = [*store.overrides(), *ONE_EPOCH, "model=resnet18"]
+    base = [*store.overrides(), *ONE_EPOCH]
     finished = train(compose_cfg([*base, "act=relu"]))
     stopped = train(compose_cfg([*base, "act=gelu", "trainer.epochs=2", "trainer.stop_after=1"]))
     assert (finished.status, stopped.status) == ("finished", "stopped")
     runs_before = {r.info.run_id: r.info.status for r in store.runs()}
     ckpts_before = sorted(p.name for p in store.ckpt_root.rglob("*"))
-    proc = store.launch("-m", "model=resnet18", "act=relu,gelu,raa", *ONE_EPOCH, "trainer.epochs=1,2",
+    proc = store.launch("-m", "act=relu,gelu,raa", *ONE_EPOCH, "trainer.epochs=1,2",
                         "--plan-json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan = json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -149,7 +148,7 @@ def _compose_from(conf: Path, overrides: list[str]):
 
 @pytest.mark.slow
 def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
-    overrides = [*store.overrides(), *ONE_EPOCH, "model=resnet18", "act=relu"]
+    overrides = [*store.overrides(), *ONE_EPOCH, "act=relu"]
     first = train(compose_cfg(overrides))
     assert first.status == "finished"
     # the upgrade: AdamW's amsgrad becomes a key, default false (what ran before), declared neutral
@@ -178,7 +177,7 @@ def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
 
 @pytest.mark.slow
 def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypatch):
-    proc = store.launch("-m", "model=resnet18", "act=raa", *ONE_EPOCH, check=True)
+    proc = store.launch("-m", "act=raa", *ONE_EPOCH, check=True)
     (cell,) = store.runs()
     (context_file,) = store.root.glob("multirun/**/" + CONTEXT_FILE)
     context = RunContext(**json.loads(context_file.read_text()))
@@ -189,7 +188,7 @@ def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypat
         monkeypatch.delenv(var)
     other = f"sqlite:///{tmp_path / 'other.db'}"
     cfg = compose_cfg([f"tracking.uri={other}", "tracking.experiment=test", f"trainer.ckpt_root={store.ckpt_root}",
-                       "model=resnet18", "act=raa", *ONE_EPOCH])
+                       "act=raa", *ONE_EPOCH])
     outcome = train(cfg)
     from mlflow import MlflowClient
 

@@ -14,12 +14,12 @@ import time
 import psutil
 import torch
 
-from dnrt.config import config_hash
+from dnrt.config import config_hash, run_name
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, SMALL, compose_cfg
 from tests.test_sweeps import PREEMPTED as REQUEUED
-from tests.test_sweeps import PREEMPTED_RUN, SMALL, steps_per_epoch, uninterrupted_reference
+from tests.test_sweeps import steps_per_epoch, uninterrupted_reference
 
 SLURM = ["hydra/launcher=slurm", "resources=debug_cpu"]
 
@@ -93,7 +93,7 @@ def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
     assert "resumed: 1" in out, out[-3000:]
     logs = job_logs(store)
     assert f"STOP after global step {k}" in logs and "preempted in epoch 2 after step 3" in logs, logs[-3000:]
-    assert f"{PREEMPTED_RUN}: resumed at epoch 1 from" in logs, logs[-3000:]
+    assert f"{run_name(compose_cfg(REQUEUED))}: resumed at epoch 1 from" in logs, logs[-3000:]
     (run,) = store.runs("requeue")  # no duplicate run
     assert run.info.status == "FINISHED" and run.data.tags["dnrt.status_detail"] == "finished"
     assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
@@ -120,5 +120,5 @@ def test_usr2_requeued_packed_job_skips_its_finished_run_and_resumes_the_other_e
     logs = job_logs(store)
     # SIGUSR2 right after step k; submitit's handler requeues and exits; the job resumes in epoch 2
     assert f"SIGUSR2 after global step {k}\n[dnrt] caught SIGUSR2" in logs, logs[-3000:]
-    assert f"{PREEMPTED_RUN}: resumed at epoch 1 from" in logs, logs[-3000:]
+    assert f"{run_name(compose_cfg(REQUEUED))}: resumed at epoch 1 from" in logs, logs[-3000:]
     _assert_same_as_uninterrupted(store, "packed")

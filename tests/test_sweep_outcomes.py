@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import FAST, ROOT, Store
+from tests.conftest import FAST, ROOT, TINY_RESNET, Store
 
 # Local sweeps and an Optuna search end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
 
-TINY = ["trainer.epochs=1", *FAST, "dataset.fraction=0.1", "model.name=test_resnet"]  # the machinery, not learning
+TINY = ["trainer.epochs=1", *TINY_RESNET, *FAST, "dataset.fraction=0.1"]
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,11 @@ from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.tracking import TrackingUnreachable
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, ROOT, compose_cfg
+from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg
 
 # Sweeps, DDP and preemption end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
 
-# timm's test_resnet where a test checks the machinery (processes, stores, resumption), not learning
-SMALL = ["model.name=test_resnet", *FAST, "dataset.fraction=0.15"]
 PARALLEL = ["hydra/launcher=parallel", "trainer.epochs=1", *SMALL]
 
 
@@ -161,11 +159,8 @@ def train_as_launched(cfg):
 
 
 # Every preemption test (here and tests/test_slurm.py) interrupts this run and compares it with one
-# uninterrupted reference, trained once per session (the tests share an xdist group for that). timm's
-# test_resnet: the ResNet code path (stem, four stages of basic blocks, RAA and ARR at every tap) at a
-# fraction of resnet18's cost, since these tests check where a run stops and resumes, not what it learns.
-PREEMPTED = ["model=resnet18", "model.name=test_resnet", "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST]
-PREEMPTED_RUN = "test_resnet-raa-arr-digits-s0"  # its run name, as the jobs' logs print it
+# uninterrupted reference, trained once per session (the tests share an xdist group for that).
+PREEMPTED = [*TINY_RESNET, "act=raa", "regularizer=arr", "trainer.epochs=2", *FAST]
 _REFERENCE: dict[str, dict] = {}
 
 

@@ -13,8 +13,8 @@ import dnrt.engine.trainer as trainer_module
 from dnrt.config import ConfigError
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, compose_cfg
-from tests.test_sweeps import PREEMPTED, SMALL, train_as_launched, uninterrupted_reference
+from tests.conftest import FAST, SMALL, TINY_RESNET, compose_cfg
+from tests.test_sweeps import PREEMPTED, train_as_launched, uninterrupted_reference
 
 # Real trainings through train(): not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -179,7 +179,7 @@ def test_training_under_torch_compile_on_the_cpu_matches_eager(store):
     import torch._dynamo
 
     # timm's test_resnet: a complete ResNet small enough to compile in seconds
-    base = ["model=resnet18", "model.name=test_resnet", "act=gelu", "trainer.epochs=1", *FAST, "dataset.fraction=0.05"]
+    base = [*TINY_RESNET, "act=gelu", "trainer.epochs=1", *FAST, "dataset.fraction=0.05"]
     eager_loss, eager = _first_epoch_loss(store, "eager", base)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
