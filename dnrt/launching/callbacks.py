@@ -23,8 +23,8 @@ class SweepFailed(SystemExit):
 
 class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # imported here: Hydra builds the callbacks in every launch.py process, refused ones included,
-        # and these pull in torch and MLflow (:mod:`.refusal`)
+        # imported here, not at the top: Hydra builds the callbacks in every launch.py process, `--help`
+        # and refused command lines included, and these modules pull in torch and MLflow
         from mlflow import MlflowClient
 
         from ..tracking import with_retry
