@@ -125,6 +125,25 @@ def test_digits_shapes_and_classes():
     assert abs(xv.mean().item()) < 0.1 and abs(xv.std().item() - 1) < 0.1  # normalised
 
 
+def test_digits_read_without_sklearn_equal_sklearns_load_digits(monkeypatch):
+    """Jobs read sklearn's digits file directly (importing sklearn.datasets would cost each job about
+    1.5 s); the result must be load_digits()'s images (0..16, here scaled to 0..255) and labels."""
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from dnrt.data import digits
+
+    reference = load_digits()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # any import of it now fails
+    digits._load.cache_clear()
+    images, labels = digits._load()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.uint8
+    assert torch.equal(labels, torch.from_numpy(reference.target).long())
+    back = (images[:, 0].double() * 16 / 255).round()  # undo the 0..255 scaling
+    assert torch.equal(back, torch.from_numpy(reference.images)) and images.max() == 255
+
+
 def test_digits_split_deterministic_disjoint_and_seed_dependent():
     from sklearn.datasets import load_digits
 
