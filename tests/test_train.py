@@ -37,6 +37,7 @@ def assert_run_schema(client, run, model: str, act: str, reg: str) -> None:
         model, act, reg)
     for key in SCHEMA_TAGS:
         assert run.data.tags.get(key)
+    assert run.data.tags["dnrt.device"] == "cpu" and int(run.data.tags["dnrt.threads"]) >= 1
     for key in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1], key
     (val,) = client.get_metric_history(run.info.run_id, "val/acc1")

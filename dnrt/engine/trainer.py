@@ -107,7 +107,9 @@ class Trainer:
         first_epoch = self.state.epoch
         # the fixed cost of a sweep job: (interpreter start, imports,) config, data, model, run creation
         tracker.log_metrics({"startup_s": clock.startup_s()}, step=first_epoch)
-        tracker.set_tags({"dnrt.startup": "warm" if clock.is_warm() else "cold", HEADLINE_TAG: c.headline})
+        # where it ran: a CPU run's speed depends on its thread count as much as on its device
+        tracker.set_tags({"dnrt.startup": "warm" if clock.is_warm() else "cold", HEADLINE_TAG: c.headline,
+                          "dnrt.device": str(c.device), "dnrt.threads": str(torch.get_num_threads())})
         for epoch in range(self.state.epoch, cfg.trainer.epochs):
             if stop_after is not None and epoch - first_epoch >= stop_after:
                 raise StopRequested(f"stopped after epoch {epoch} (trainer.stop_after={stop_after})", epoch)
