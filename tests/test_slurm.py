@@ -6,6 +6,7 @@ stops itself there until the test requeues it, so every run is interrupted at th
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,14 +32,16 @@ def job_logs(store) -> str:
 
 def test_sweep_on_slurm_with_a_cell_that_fails_mid_training(store, slurm_cluster):
     """optim.lr=1e30 drives the loss to NaN in the first epoch: that job's run is FAILED with the reason
-    and error.txt, the other job's run finishes, and the sweep exits non-zero."""
+    and error.txt, the other job's run finishes, and the sweep exits non-zero. One SLURM job per run."""
     proc = store.launch("-m", *SLURM, "optim.lr=1e-3,1e30", "trainer.epochs=1", *SMALL, "tracking.experiment=test",
                         timeout=1200)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "1 run(s) failed" in out, out[-3000:]
     runs = store.runs()
     assert len(runs) == 2
-    assert all(r.data.tags["dnrt.job_id"][0].isdigit() for r in runs)  # a SLURM job id, not host:pid
+    job_ids = {r.data.tags["dnrt.job_id"] for r in runs}
+    # SLURM (array) job ids, not host:pid: one job per run
+    assert len(job_ids) == 2 and all(re.fullmatch(r"\d+(_\d+)?", j) for j in job_ids), job_ids
     by_lr = {lr: [r for r in runs if float(r.data.params["optim.lr"]) == lr] for lr in (1e-3, 1e30)}
     assert all(r.info.status == "FINISHED" for r in by_lr[1e-3])
     for run in by_lr[1e30]:

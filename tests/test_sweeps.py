@@ -29,37 +29,45 @@ def _finished_by_hash(runs):
 
 
 def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
-    """Four workers start together on a sqlite store that does not exist yet and race to create and
+    """Three workers start together on a sqlite store that does not exist yet and race to create and
     migrate it and to create the experiment (run once a session: every CI run repeats the race)."""
     store = fresh_store
     assert not (store.root / "mlflow.db").exists()
-    env = {**store.env(), "DNRT_MAX_PARALLEL": "4"}  # all four start together
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *PARALLEL, "seed=0,1",
-                           "act=gelu,raa", "tracking.experiment=fresh"], cwd=store.root, env=env,
+    env = {**store.env(), "DNRT_MAX_PARALLEL": "3"}  # all three start together
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *PARALLEL, "seed=0,1,2",
+                           "tracking.experiment=fresh"], cwd=store.root, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs("fresh")
-    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
-    assert len(_finished_by_hash(runs)) == 4
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(_finished_by_hash(runs)) == 3
+    assert len({r.data.tags["dnrt.job_id"] for r in runs}) == 3  # three processes, one run each
     default = store.client.get_experiment_by_name("Default")
     assert default is None or store.client.search_runs([default.experiment_id]) == []
 
 
-def test_six_runs_on_three_workers_log_to_a_real_mlflow_server(store, mlflow_server):
-    """Three worker processes write concurrently, each a cold run and then a warm one, over HTTP."""
-    env = {**store.env(), "MLFLOW_TRACKING_URI": mlflow_server.uri, "DNRT_MAX_PARALLEL": "3"}
+def test_four_runs_on_two_workers_log_to_a_real_mlflow_server(store, mlflow_server):
+    """Two worker processes write concurrently over HTTP, each dealt a cold run and then a warm one
+    round-robin, on the one thread the launcher gives each worker."""
+    # without the test session's OMP_NUM_THREADS (tests/conftest.py) and with trainer.threads=0: a run's
+    # thread count comes from the launcher's setup lines (else from the machine's cores)
+    env = {**{k: v for k, v in store.env().items() if k != "OMP_NUM_THREADS"},
+           "MLFLOW_TRACKING_URI": mlflow_server.uri, "DNRT_MAX_PARALLEL": "2"}
     proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=parallel", "tracking=server",
-                           "trainer.epochs=2", *SMALL, "seed=range(6)",
-                           "tracking.experiment=server6"], cwd=store.root, env=env, capture_output=True, text=True,
+                           "trainer.epochs=2", *SMALL, "trainer.threads=0", "seed=range(4)",
+                           "tracking.experiment=server4"], cwd=store.root, env=env, capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow import MlflowClient
 
     client = MlflowClient(mlflow_server.uri)
-    exp = client.get_experiment_by_name("server6")
+    exp = client.get_experiment_by_name("server4")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("dnrt.kind") != "sweep"]
-    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
-    assert sorted(r.data.tags["dnrt.startup"] for r in runs) == ["cold"] * 3 + ["warm"] * 3
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.tags["dnrt.startup"] for r in runs) == ["cold"] * 2 + ["warm"] * 2
+    job = {int(r.data.params["seed"]): r.data.tags["dnrt.job_id"] for r in runs}
+    assert job[0] == job[2] != job[1] == job[3]  # two workers, runs dealt round-robin
+    assert {r.data.tags["dnrt.threads"] for r in runs} == {"1"}
     for run in runs:  # every epoch of every metric arrived exactly once
         for key in ("train/loss", "val/acc1", "lr", "epoch_time_s"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
