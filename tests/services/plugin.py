@@ -28,6 +28,8 @@ AUTO_MARKERS = {"slurm_cluster": "slurm", "browser": "browser", "mlflow_server":
 # Under pytest-xdist (``-n 2 --dist loadgroup``) each worker has its own session fixtures. Tests that share
 # an expensive one run on one worker, so a session still starts one SLURM cluster and builds one sweep
 # store: the cluster's tests form one group, the store / MLflow server / browser tests another.
+# What the long tests carry (the ones `make test-fast` leaves out).
+LONG_MARKERS = ("slow", "slurm", "browser", "services")
 XDIST_GROUPS = {"slurm": ("slurm_cluster",), "store": ("sweep_store", "mlflow_server", "browser")}
 
 
@@ -64,6 +66,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = xdist_group(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+    # The long tests first, the many short ones last: xdist hands out tests in this order, so the short
+    # ones fill in while the other worker finishes a long one, instead of one worker idling at the end
+    # while the other runs a long test it drew last (seen: 70 s of a 10-minute run). A group moves as
+    # one, so a module-scoped fixture is still built once.
+    def group_of(item: pytest.Item) -> str:
+        marker = item.get_closest_marker("xdist_group")
+        return marker.args[0] if marker and marker.args else item.nodeid
+
+    long_groups = {group_of(item) for item in items if any(item.get_closest_marker(m) for m in LONG_MARKERS)}
+    items.sort(key=lambda item: group_of(item) not in long_groups)
 
 
 @pytest.fixture(scope="session")
