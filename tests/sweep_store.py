@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import run_script
 from tests.services import claim_once_per_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +57,12 @@ def build_sweep_store(root: Path) -> SweepStore:
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *SWEEP, *FAST, f"tracking.experiment={EXPERIMENT}",
-           f"trainer.ckpt_root={root / 'checkpoints'}", f"hydra.sweep.dir={root / 'multirun'}"]
+    args = ["-m", *SWEEP, *FAST, f"tracking.experiment={EXPERIMENT}", f"trainer.ckpt_root={root / 'checkpoints'}",
+            f"hydra.sweep.dir={root / 'multirun'}"]
     t0 = time.monotonic()
-    # cwd=root: the experiment's default artifact root (./mlruns) lands in the temp dir, not the repo
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=3600)
+    # in this process (the local launcher trains the runs here: no second interpreter's imports); cwd=root:
+    # the experiment's default artifact root (./mlruns) lands in the temp dir, not the repo
+    proc = run_script(ROOT / "launch.py", args, cwd=root, env=env)
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
         raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

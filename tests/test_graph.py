@@ -123,7 +123,8 @@ def test_missing_file_is_refused_before_any_run(tmp_path: Path, store) -> None:
 
 @pytest.mark.slow
 def test_the_cli_says_where_to_put_the_file(tmp_path: Path, store) -> None:
-    proc = store.launch("model=gcn", "dataset=dgraphfin", f"data_dir={tmp_path / 'none'}", "trainer.progress=false")
+    proc = store.launch_here("model=gcn", "dataset=dgraphfin", f"data_dir={tmp_path / 'none'}",
+                             "trainer.progress=false")
     assert proc.returncode == 2, proc.stderr
     assert "DGraphFin not found" in proc.stderr and "dgraphfin.npz" in proc.stderr
     assert store.runs() == []

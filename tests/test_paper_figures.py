@@ -44,7 +44,7 @@ def fig_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> St
     root = tmp_path_factory.mktemp("paper_figures")
     shutil.copyfile(migrated_db, root / "mlflow.db")
     store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
-    store.launch(*SWEEP, *store.overrides(EXPERIMENT), f"hydra.sweep.dir={root / 'multirun'}", check=True)
+    store.launch_here(*SWEEP, *store.overrides(EXPERIMENT), f"hydra.sweep.dir={root / 'multirun'}", check=True)
     return store
 
 

@@ -44,9 +44,9 @@ def test_paper_vit_smoke_sweep(store, tmp_path):
     own tests (tests/test_recipe.py)."""
     write_cifar10(tmp_path / "data" / "cifar10", per_class_train=20, per_class_test=4)
     env_args = [f"data_dir={tmp_path / 'data'}", "trainer.progress=false", "trainer.threads=1", "trainer.amp=false"]
-    proc = store.launch("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
-                        "dataset=cifar10", "mechanism=dnrt",
-                        "tracking.experiment=test", *env_args, timeout=1200)
+    proc = store.launch_here("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
+                             "dataset=cifar10", "mechanism=dnrt",
+                             "tracking.experiment=test", *env_args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs()
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)

@@ -33,8 +33,7 @@ def job_logs(store) -> str:
 def test_sweep_on_slurm_with_a_cell_that_fails_mid_training(store, slurm_cluster):
     """optim.lr=1e30 drives the loss to NaN in the first epoch: that job's run is FAILED with the reason
     and error.txt, the other job's run finishes, and the sweep exits non-zero. One SLURM job per run."""
-    proc = store.launch("-m", *SLURM, "optim.lr=1e-3,1e30", "trainer.epochs=1", *SMALL, "tracking.experiment=test",
-                        timeout=1200)
+    proc = store.launch_here("-m", *SLURM, "optim.lr=1e-3,1e30", "trainer.epochs=1", *SMALL, "tracking.experiment=test")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "1 run(s) failed" in out, out[-3000:]
     runs = store.runs()
@@ -109,9 +108,8 @@ def test_usr2_requeued_packed_job_skips_its_finished_run_and_resumes_the_other_e
     again: the first run is skipped, the second resumes after step k and ends as if never stopped."""
     common = [a for a in REQUEUED if not a.startswith("trainer.epochs=")]
     k = steps_per_epoch(compose_cfg(REQUEUED)) + 3  # only the 2-epoch run gets that far
-    proc = store.launch("-m", *SLURM, "hydra.launcher.runs_per_job=2", *common, "trainer.epochs=1,2",
-                        f"trainer.signal_at_step={{step:{k},signal:USR2}}", "tracking.experiment=packed",
-                        timeout=1200)
+    proc = store.launch_here("-m", *SLURM, "hydra.launcher.runs_per_job=2", *common, "trainer.epochs=1,2",
+                             f"trainer.signal_at_step={{step:{k},signal:USR2}}", "tracking.experiment=packed")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     runs = {int(r.data.params["trainer.epochs"]): r for r in store.runs("packed")}

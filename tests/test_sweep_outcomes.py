@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import FAST, ROOT, TINY_RESNET, Store
+from tests.conftest import FAST, TINY_RESNET, Store
 
 # Local sweeps and an Optuna search end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ def failed_sweep(tmp_path_factory, migrated_db) -> tuple[Store, subprocess.Compl
     shutil.copyfile(migrated_db, root / "mlflow.db")
     store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
     launcher = ["hydra/launcher=parallel", "hydra.launcher.max_jobs=1"]
-    return store, store.launch("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
+    return store, store.launch_here("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
 
 
 def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
@@ -71,10 +70,8 @@ def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
 
 
 def test_arr_optuna_search_runs_its_trials(store):
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "hparams_search=arr_optuna",
-                           "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
-                           f"hydra.sweep.dir={store.root / 'search'}"],
-                          cwd=store.root, env=store.env(), capture_output=True, text=True, timeout=900)
+    proc = store.launch_here("hparams_search=arr_optuna", "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
+                             f"hydra.sweep.dir={store.root / 'search'}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = store.runs()
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)

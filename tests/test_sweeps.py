@@ -16,7 +16,7 @@ from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.tracking import TrackingUnreachable
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg
+from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg, run_script
 
 # Sweeps, DDP and preemption end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -34,9 +34,9 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
     store = fresh_store
     assert not (store.root / "mlflow.db").exists()
     env = {**store.env(), "DNRT_MAX_PARALLEL": "3"}  # all three start together
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *PARALLEL, "seed=0,1,2",
-                           "tracking.experiment=fresh"], cwd=store.root, env=env,
-                          capture_output=True, text=True, timeout=900)
+    # the launcher in this process, its three workers in their own
+    proc = run_script(ROOT / "launch.py", ["-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh"],
+                      cwd=store.root, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs("fresh")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
@@ -53,10 +53,9 @@ def test_four_runs_on_two_workers_log_to_a_real_mlflow_server(store, mlflow_serv
     # thread count comes from the launcher's setup lines (else from the machine's cores)
     env = {**{k: v for k, v in store.env().items() if k != "OMP_NUM_THREADS"},
            "MLFLOW_TRACKING_URI": mlflow_server.uri, "DNRT_MAX_PARALLEL": "2"}
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=parallel", "tracking=server",
-                           "trainer.epochs=2", *SMALL, "trainer.threads=0", "seed=range(4)",
-                           "tracking.experiment=server4"], cwd=store.root, env=env, capture_output=True, text=True,
-                          timeout=1200)
+    proc = run_script(ROOT / "launch.py", ["-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2",
+                                           *SMALL, "trainer.threads=0", "seed=range(4)", "tracking.experiment=server4"],
+                      cwd=store.root, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow import MlflowClient
 
