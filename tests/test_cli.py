@@ -3,7 +3,8 @@ a sweep whose cells fail independently: tests/test_sweep_outcomes.py)."""
 
 import pytest
 
-# Each test starts launch.py (seconds of imports): not in `make test-fast`.
+# launch.py end to end (--help in a process of its own, the refusal as the script run in this process):
+# not in `make test-fast`.
 pytestmark = pytest.mark.slow
 
 
