@@ -64,8 +64,8 @@ class Store:
         runs = self.client.search_runs([exp.experiment_id], max_results=1000)
         return [r for r in runs if r.data.tags.get("dnrt.kind") != "sweep"] if children_only else runs
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root)}
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root), **extra}
 
     def launch(self, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
         """``python launch.py ARGS`` against this store; returns the finished process."""
@@ -73,11 +73,19 @@ class Store:
                               capture_output=True, text=True, timeout=timeout)
         return _checked(proc, check)
 
-    def launch_here(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    def launch_here(self, *args: str, check: bool = False, env: dict[str, str] | None = None
+                    ) -> subprocess.CompletedProcess:
         """``launch.py ARGS`` run in this process: the same script, exit code and output as
         :meth:`launch` without a fresh interpreter's imports (about 8 s of CPU). Not for a command that
-        is signalled or killed: that needs a process of its own (:meth:`launch`)."""
-        return _checked(run_script(ROOT / "launch.py", list(args), cwd=self.root, env=self.env()), check)
+        is signalled or killed: that needs a process of its own (:meth:`launch`). ``env`` replaces
+        :meth:`env` for the call (the processes the command starts inherit it)."""
+        return _checked(run_script(ROOT / "launch.py", list(args), cwd=self.root, env=env or self.env()), check)
+
+
+def without_session_threads(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the OMP_NUM_THREADS this module sets for the session: for launches whose jobs'
+    thread count must come from the launcher's own setup lines, which is what their tests check."""
+    return {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
 
 
 def _checked(proc: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:

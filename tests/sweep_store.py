@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 from tests.services import claim_once_per_run
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "analysis-test"
 MODELS, ACTS, REGS, SEEDS = ("resnet18", "vit_tiny"), ("gelu", "raa"), ("none", "arr"), (0, 1)
 SWEEP = [f"model={','.join(MODELS)}", f"act={','.join(ACTS)}", f"regularizer={','.join(REGS)}",

@@ -127,7 +127,7 @@ def test_digits_shapes_and_classes():
 
 def test_digits_read_without_sklearn_equal_sklearns_load_digits(monkeypatch):
     """Jobs read sklearn's digits file directly (importing sklearn.datasets would cost each job about
-    1.5 s); the result must be load_digits()'s images (0..16, here scaled to 0..255) and labels."""
+    0.8 s); the result must be load_digits()'s images (0..16, here scaled to 0..255) and labels."""
     import sys
 
     from sklearn.datasets import load_digits

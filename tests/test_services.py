@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from hydra_plugins.dnrt_launcher.packed import assign_packs
+from tests.conftest import without_session_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -211,8 +212,7 @@ if __name__ == "__main__":
 """
 
 
-def _run_sweep(tmp_path: Path, *overrides: str, env: dict | None = None, seeds: tuple[int, ...] = (1, 2)
-               ) -> dict[int, list[str]]:
+def _run_sweep(tmp_path: Path, *overrides: str, env: dict[str, str], seeds: tuple[int, ...]) -> dict[int, list[str]]:
     """A Hydra multirun (one run per seed) of a tiny app on the project's config; returns
     seed -> [SLURM job id, threads, pid].
 
@@ -225,10 +225,7 @@ def _run_sweep(tmp_path: Path, *overrides: str, env: dict | None = None, seeds: 
     app.write_text(APP.format(conf=str(CONF), out=str(out)))
     callbacks = _hydra().get("callbacks", None) or {}
     no_callbacks = [f"~hydra.callbacks.{name}" for name in callbacks]
-    # without the test session's own OMP_NUM_THREADS (tests/conftest.py): a job's thread count must come
-    # from the launcher's setup lines, which is what the callers check
-    env = {**{k: v for k, v in (env or os.environ).items() if k != "OMP_NUM_THREADS"},
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**without_session_threads(env), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     cmd = [sys.executable, str(app), "-m", f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
            *no_callbacks, *overrides]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

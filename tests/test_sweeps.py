@@ -16,7 +16,7 @@ from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.tracking import TrackingUnreachable
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg, run_script
+from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg, without_session_threads
 
 # Sweeps, DDP and preemption end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -33,10 +33,9 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
     migrate it and to create the experiment (run once a session: every CI run repeats the race)."""
     store = fresh_store
     assert not (store.root / "mlflow.db").exists()
-    env = {**store.env(), "DNRT_MAX_PARALLEL": "3"}  # all three start together
-    # the launcher in this process, its three workers in their own
-    proc = run_script(ROOT / "launch.py", ["-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh"],
-                      cwd=store.root, env=env)
+    # the launcher in this process, its three workers in their own, all three started together
+    proc = store.launch_here("-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh",
+                             env=store.env(DNRT_MAX_PARALLEL="3"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs("fresh")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
@@ -49,13 +48,10 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
 def test_four_runs_on_two_workers_log_to_a_real_mlflow_server(store, mlflow_server):
     """Two worker processes write concurrently over HTTP, each dealt a cold run and then a warm one
     round-robin, on the one thread the launcher gives each worker."""
-    # without the test session's OMP_NUM_THREADS (tests/conftest.py) and with trainer.threads=0: a run's
-    # thread count comes from the launcher's setup lines (else from the machine's cores)
-    env = {**{k: v for k, v in store.env().items() if k != "OMP_NUM_THREADS"},
-           "MLFLOW_TRACKING_URI": mlflow_server.uri, "DNRT_MAX_PARALLEL": "2"}
-    proc = run_script(ROOT / "launch.py", ["-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2",
-                                           *SMALL, "trainer.threads=0", "seed=range(4)", "tracking.experiment=server4"],
-                      cwd=store.root, env=env)
+    # with trainer.threads=0 a run's thread count comes from the launcher's setup lines (else the cores)
+    env = without_session_threads(store.env(MLFLOW_TRACKING_URI=mlflow_server.uri, DNRT_MAX_PARALLEL="2"))
+    proc = store.launch_here("-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2", *SMALL,
+                             "trainer.threads=0", "seed=range(4)", "tracking.experiment=server4", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow import MlflowClient
 

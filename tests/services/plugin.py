@@ -25,11 +25,11 @@ from tests.services.slurm import SlurmCluster, running_cluster
 
 AUTO_MARKERS = {"slurm_cluster": "slurm", "browser": "browser", "mlflow_server": "services",
                 "sweep_store": "slow"}
+# What the long tests carry (the ones `make test-fast` leaves out): these, and `slow` set in test files.
+LONG_MARKERS = frozenset(AUTO_MARKERS.values()) | {"slow"}
 # Under pytest-xdist (``-n 2 --dist loadgroup``) each worker has its own session fixtures. Tests that share
 # an expensive one run on one worker, so a session still starts one SLURM cluster and builds one sweep
 # store: the cluster's tests form one group, the store / MLflow server / browser tests another.
-# What the long tests carry (the ones `make test-fast` leaves out).
-LONG_MARKERS = ("slow", "slurm", "browser", "services")
 XDIST_GROUPS = {"slurm": ("slurm_cluster",), "store": ("sweep_store", "mlflow_server", "browser")}
 
 
