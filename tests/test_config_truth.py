@@ -16,7 +16,7 @@ from dnrt.engine.distributed import DistInfo
 from dnrt.factory import build_components
 from dnrt.launching.context import CONTEXT_FILE
 from dnrt.nn import RAA
-from dnrt.preflight import check_run
+from dnrt.preflight import check_run, model_task
 from dnrt.train import train
 from dnrt.types import RunContext
 from tests.conftest import CONF, FAST, TINY_RESNET, compose_cfg
@@ -220,11 +220,19 @@ def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
 
 
 @pytest.mark.slow
-def test_every_model_act_and_regularizer_option_passes_the_checks():
-    """Every option of the model/act/regularizer groups composes into a config the checks accept."""
+def test_every_model_act_and_regularizer_option_passes_the_checks(tmp_path):
+    """Every option of the model/act/regularizer groups composes into a config the checks accept, a
+    model with a data set of its task (a graph model with a DGraphFin-layout file)."""
+    from tests.test_graph import write_graph
+
+    write_graph(tmp_path / "dgraphfin" / "dgraphfin.npz", n=60)
+    graph_data = ["dataset=dgraphfin", f"data_dir={tmp_path}", *(o for o in FAST if not o.startswith("dataset."))]
     for group in ("act", "regularizer", "model"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
-            check_run(compose_cfg([f"{group}={option}", *FAST]), fit=False)
+            cfg = compose_cfg([f"{group}={option}", *FAST])
+            if model_task(str(cfg.model.name)) == "node":
+                cfg = compose_cfg([*graph_data, f"{group}={option}"])
+            assert check_run(cfg, fit=False).task == model_task(str(cfg.model.name))
 
 
 # Signatures as the release before versioned signatures computed them (commit 8ff2221). A new key
