@@ -150,11 +150,16 @@ def design_layers() -> list[list[str]]:
 
 
 def layer_of(module: str, layers: list[list[str]]) -> int | None:
-    """The index of the layer with the longest prefix of ``module``; None when no layer names it."""
+    """The index of the layer with the longest prefix of ``module`` (``pkg.__init__``: that package
+    alone); None when no layer names it."""
     best, best_len = None, -1
     for i, prefixes in enumerate(layers):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+            if prefix.endswith(".__init__"):
+                matches = module == prefix.removesuffix(".__init__")
+            else:
+                matches = module == prefix or module.startswith(prefix + ".")
+            if matches and len(prefix) > best_len:
                 best, best_len = i, len(prefix)
     return best
 
