@@ -72,6 +72,36 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return skipped
 
 
+def _edges(imports: list[ast.stmt], name: str, path, files: dict[str, object]) -> set[str]:
+    """The repository modules that running ``imports`` (in module ``name`` at ``path``) executes:
+    relative ones resolved, plus the packages whose ``__init__`` they run (except ``name``'s own)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in imports:
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            targets.add(base)
+            targets.update(f"{base}.{alias.name}" for alias in node.names)
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+    edges = set()
+    for target in targets:
+        parts = target.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            prefix = ".".join(parts[:i])
+            if prefix in files and prefix not in own:
+                edges.add(prefix)
+    return edges
+
+
+def _imports(tree: ast.AST, skipped: set[int] = frozenset()) -> list[ast.stmt]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in skipped]
+
+
 def import_graph(files: dict[str, object]) -> dict[str, set[str]]:
     """module -> the repository modules that importing it executes: every ``import`` and ``from``
     at any depth (functions included, ``TYPE_CHECKING`` blocks not), relative ones resolved, plus the
@@ -79,30 +109,7 @@ def import_graph(files: dict[str, object]) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        skipped = _type_checking_only(tree)
-        targets: set[str] = set()
-        for node in ast.walk(tree):
-            if id(node) in skipped:
-                continue
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                    base = ".".join(anchor + ([node.module] if node.module else []))
-                targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names)
-        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
-        edges = set()
-        for target in targets:
-            parts = target.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-                prefix = ".".join(parts[:i])
-                if prefix in files and prefix not in own:
-                    edges.add(prefix)
-        graph[name] = edges
+        graph[name] = _edges(_imports(tree, _type_checking_only(tree)), name, path, files)
     return graph
 
 
@@ -206,3 +213,27 @@ def test_every_module_has_a_layer_and_imports_only_downward():
     breaks = layer_breaks(graph, layers)
     assert breaks - set(KNOWN_BREAKS) == set()
     assert set(KNOWN_BREAKS) <= breaks, "a known break is gone: remove it from KNOWN_BREAKS"
+
+
+# Imports of the project's own modules inside functions in dnrt/, each with why it cannot be at the top.
+DEFERRED_IMPORTS = {
+    ("dnrt.launching.callbacks", "dnrt.tracking"):
+        "Hydra builds the sweep callback in every launch.py process (`--help` included); dnrt.tracking loads MLflow",
+}
+
+
+def deferred_imports(files: dict[str, object]) -> set[tuple[str, str]]:
+    """(module, imported repository module) for every import inside a function of a dnrt module."""
+    found = set()
+    for name, path in files.items():
+        if name.startswith("dnrt"):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for fn in ast.walk(tree):
+                if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                    found.update((name, target) for target in _edges(_imports(fn), name, path, files))
+    return found
+
+
+def test_deferred_imports_of_dnrt_modules_are_the_listed_ones():
+    """Everything else imports at the top, where the import graph and a reader see it."""
+    assert deferred_imports(_module_files()) == set(DEFERRED_IMPORTS)
