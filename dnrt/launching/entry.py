@@ -71,9 +71,9 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
     if sweep_dir is None and cfg.get("dry_run", False):
         return _plan_single(cfg)
     context = read_context(sweep_dir) or RunContext()
-    job = Job(current_job_id(), init_distributed(), started, warm)
     watcher = PreemptionWatcher().install()
     try:
+        job = Job(current_job_id(), init_distributed(), started, warm)
         outcome = train(cfg, should_stop=watcher, context=context, job=job)
     except ConfigError as exc:
         watcher.restore()
