@@ -1,5 +1,5 @@
-"""House rules that CI keeps: ruff clean, the library never imports the analysis package, and the
-library modules stay small."""
+"""House rules that CI keeps: ruff clean, the library never imports the analysis package, the library
+modules stay small, and the import graph has no cycles and follows the layers of docs/design.md §1."""
 
 from __future__ import annotations
 
