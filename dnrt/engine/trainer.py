@@ -56,11 +56,12 @@ class Trainer:
     def __init__(self, cfg: DictConfig, parts: Components, dist_info: DistInfo, ckpt_path: Path, config_hash: str):
         self.cfg, self.parts, self.dist = cfg, parts, dist_info
         self.ckpt_path, self.config_hash = ckpt_path, config_hash
-        t = cfg.trainer
+        settings = cfg.trainer
         self.step_cfg = StepConfig(
             arr_weight=float(cfg.regularizer.weight) if parts.arr is not None else 0.0,
-            label_smoothing=float(t.label_smoothing), grad_clip=t.grad_clip, amp_dtype=parts.amp_dtype,
-            progress=bool(t.progress) and dist_info.is_main, signal_at=parse_signal_at(t.get("signal_at_step")))
+            label_smoothing=float(settings.label_smoothing), grad_clip=settings.grad_clip, amp_dtype=parts.amp_dtype,
+            progress=bool(settings.progress) and dist_info.is_main,
+            signal_at=parse_signal_at(settings.get("signal_at_step")))
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from .tasks import CheckedRun, Task, get_task, list_tasks, register_task
 def build_components(run: CheckedRun, dist_info: DistInfo) -> Components:
     """Everything ``run`` needs on this rank: seeds the global RNGs from ``cfg.seed``, picks the
     device and autocast dtype, then builds the parts its task registered."""
-    t = run.cfg.trainer
+    trainer = run.cfg.trainer
     seed_everything(int(run.cfg.seed))
-    device = select_device(t.device, dist_info)
-    dtype = amp_dtype(t.amp, device)  # an unusable setting fails before anything is built
+    device = select_device(trainer.device, dist_info)
+    dtype = amp_dtype(trainer.amp, device)  # an unusable setting fails before anything is built
     return get_task(run.task).build(run, dist_info, device, dtype)
 
 

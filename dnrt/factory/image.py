@@ -61,25 +61,25 @@ def build_image_components(run: CheckedRun, dist_info: DistInfo, device: torch.d
                            dtype: torch.dtype | None) -> Components:
     """Model (channels-last where it helps, compiled with ``trainer.compile``, DDP over ranks), ARR,
     optimizer, per-step schedule and this rank's share of the loaders."""
-    cfg, data, t = run.cfg, run.data, run.cfg.trainer
+    cfg, data, trainer = run.cfg, run.data, run.cfg.trainer
     built = build_model(cfg, f"does not fit dataset={cfg.dataset.name} ({data.img_size} px, {data.in_chans} "
                               "channels)", num_classes=data.num_classes, img_size=data.img_size,
                         in_chans=data.in_chans)
     model = built.model.to(device)
-    channels_last = t.channels_last == "auto" and device.type == "cuda" or t.channels_last is True
+    channels_last = trainer.channels_last == "auto" and device.type == "cuda" or trainer.channels_last is True
     if channels_last and built.pooling == "avg2d":
         model = model.to(memory_format=torch.channels_last)
     arr = build_arr(cfg, model, built, data.num_classes,
                     torch.zeros(2, data.in_chans, data.img_size, data.img_size, device=device), device)
     optimizer = build_optimizer(cfg, model)
-    if t.batch_size % dist_info.world_size:
-        raise ConfigError("trainer.batch_size", t.batch_size, f"must divide by the {dist_info.world_size} ranks")
-    train_loader, val_loader = data.loaders(t.batch_size // dist_info.world_size, seed=cfg.seed, device=device,
+    if trainer.batch_size % dist_info.world_size:
+        raise ConfigError("trainer.batch_size", trainer.batch_size, f"must divide by the {dist_info.world_size} ranks")
+    train_loader, val_loader = data.loaders(trainer.batch_size // dist_info.world_size, seed=cfg.seed, device=device,
                                             rank=dist_info.rank, world_size=dist_info.world_size,
-                                            workers=t.workers)
+                                            workers=trainer.workers)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     core = model
-    if t.compile:
+    if trainer.compile:
         model = torch.compile(model)
     if dist_info.world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"

@@ -84,9 +84,9 @@ def build_arr(cfg: DictConfig, model: nn.Module, built, num_classes: int, sample
     input); None without ``regularizer=arr``."""
     if cfg.regularizer.name != "arr":
         return None
-    r = cfg.regularizer
-    return ARR(model, num_classes, taps=r.taps or built.taps, pooling=r.pooling or built.pooling,
-               momentum=r.momentum, sample=sample).to(device)
+    reg = cfg.regularizer
+    return ARR(model, num_classes, taps=reg.taps or built.taps, pooling=reg.pooling or built.pooling,
+               momentum=reg.momentum, sample=sample).to(device)
 
 
 def select_device(name: str, dist_info: DistInfo) -> torch.device:

@@ -27,18 +27,18 @@ def build_graph_components(run: CheckedRun, dist_info: DistInfo, device: torch.d
                            dtype: torch.dtype | None) -> Components:
     """Everything a full-batch node-classification run needs (``run.data``: a node data set; seeding,
     the device and the autocast dtype come from :func:`dnrt.factory.build_components`)."""
-    cfg, data, t = run.cfg, run.data, run.cfg.trainer
+    cfg, data, trainer = run.cfg, run.data, run.cfg.trainer
     if dist_info.world_size > 1:
         raise ConfigError(f"dataset={cfg.dataset.name}", "...", "full-batch node classification runs on one "
                           f"process, not {dist_info.world_size}")
-    train_loader, val_loaders = data.loaders(t.batch_size, seed=cfg.seed, device=device)
+    train_loader, val_loaders = data.loaders(trainer.batch_size, seed=cfg.seed, device=device)
     built = build_model(cfg, f"cannot be built for dataset={cfg.dataset.name}", num_classes=data.num_classes,
                         in_chans=data.in_chans)
     model = built.model.to(device)
     arr = build_arr(cfg, model, built, data.num_classes, sample_view(data.in_chans, device), device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
-    runner = torch.compile(model) if t.compile else model
+    runner = torch.compile(model) if trainer.compile else model
     return Components(data, runner, model, arr, optimizer, scheduler, train_loader, val_loaders, device, dtype,
                       grad_scaler(dtype, device), evaluate_fn=evaluate_nodes, headline=HEADLINE)
 
