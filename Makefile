@@ -10,7 +10,7 @@ DEMO_SWEEP := experiment=demo hydra/launcher=parallel
 # Not `demo`: the one-epoch grid of earlier versions logged there, and a table would mix both.
 DEMO_EXPERIMENT ?= digits-demo
 
-.PHONY: setup test test-fast lint demo bench ui server clean
+.PHONY: setup test test-fast lint demo bench gpu-check ui server clean
 
 setup: .venv/.installed
 
@@ -49,6 +49,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,) --readme README.md
+
+# Every CUDA path once (amp, GradScaler, channels-last, compile, device loader, resume, NCCL, bench's GPU
+# section), a pass/fail table, non-zero exit on a failure; without CUDA one line and exit 0 (docs/gpu.md).
+gpu-check: setup
+	$(PY) -m benchmarks.gpu_check
 
 ui: setup
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(or $(PORT),5000)
