@@ -1,6 +1,8 @@
 """dnrt entry point: ``python launch.py [-m] model=... act=... regularizer=... dataset=...``.
 
 ``--plan`` / ``--plan-json`` print what the command would do (``dry_run=true`` / ``dry_run=json``).
+``--rerun RUN_ID [key=value ...]`` launches a logged run, or a sweep's parent run's cells, again
+(docs/cluster.md, "Re-running a run").
 """
 
 import sys
@@ -20,4 +22,16 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     sys.argv = [PLAN_FLAGS.get(arg, arg) for arg in sys.argv]
+    if any(arg == "--rerun" or arg.startswith("--rerun=") for arg in sys.argv):
+        from dnrt.launching.rerun import RerunRefused, rerun_main, split_rerun
+
+        try:
+            run_id, rest = split_rerun(sys.argv[1:])
+        except RerunRefused as exc:
+            print(exc, file=sys.stderr)
+            raise SystemExit(2) from None
+        argv = rerun_main(run_id, rest)
+        if argv is None:
+            raise SystemExit(0)
+        sys.argv = [sys.argv[0], *argv]
     main()

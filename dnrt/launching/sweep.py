@@ -46,9 +46,12 @@ def begin_sweep(config: DictConfig) -> RunContext:
     client = MlflowClient(uri)
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     overrides = " ".join(config.hydra.overrides.task)
+    # the launcher and other hydra/ choices: what `launch.py --rerun <this run>` launches with
+    hydra_overrides = " ".join(o for o in config.hydra.overrides.hydra if o.startswith("hydra/"))
     run = with_retry(client.create_run, experiment_id, run_name=f"sweep-{sweep_id}",
                      tags={"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "dnrt.overrides": overrides,
-                           "dnrt.sweep_dir": str(sweep_dir)})
+                           "dnrt.sweep_dir": str(sweep_dir),
+                           "dnrt.hydra_overrides": hydra_overrides})
     with_retry(client.log_param, run.info.run_id, "overrides", overrides[:6000])
     context = RunContext(experiment_id, run.info.run_id, sweep_id, uri)
     write_context(sweep_dir, context)
