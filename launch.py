@@ -1,6 +1,7 @@
 """dnrt entry point: ``python launch.py [-m] model=... act=... regularizer=... dataset=...``.
 
-``--plan`` / ``--plan-json`` print what the command would do (``dry_run=true`` / ``dry_run=json``).
+``--plan`` / ``--plan-json`` print what the command would do (``dry_run=true`` / ``dry_run=json``),
+with each cell's estimated cost; ``--calibrate`` times the steps the estimates lack (``sweep.calibrate=true``).
 ``--rerun RUN_ID [key=value ...]`` launches a logged run, or a sweep's parent run's cells, again
 (docs/cluster.md, "Re-running a run").
 """
@@ -10,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-PLAN_FLAGS = {"--plan": "dry_run=true", "--plan-json": "dry_run=json"}
+PLAN_FLAGS = {"--plan": "dry_run=true", "--plan-json": "dry_run=json", "--calibrate": "sweep.calibrate=true"}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -24,6 +25,7 @@ class Cell:
     overrides: list[str]
     cfg: DictConfig | None  # the job's config without the hydra node; None if it did not compose
     error: str = ""
+    checked: Any = None  # the CheckedRun its preflight made (data set built), once checked
 
 
 def _groups(config_loader) -> set[str]:

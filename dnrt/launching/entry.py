@@ -62,7 +62,9 @@ def run_job(cfg: DictConfig) -> float:
 
 def _plan_single(cfg: DictConfig) -> float:
     cells = [Cell(0, [], cfg)]
-    print_plan(plan_cells(cells, check_cells(cells), current_job_id()), as_json=str(cfg.dry_run) == "json")
+    rows = plan_cells(cells, check_cells(cells), current_job_id(),
+                      calibrate_now=bool(cfg.get("sweep", {}).get("calibrate", False)))
+    print_plan(rows, as_json=str(cfg.dry_run) == "json")
     return math.nan
 
 

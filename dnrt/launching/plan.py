@@ -14,8 +14,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from mlflow import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +25,18 @@ from ..decision import checkpoint_path, decide
 from ..preflight import check_run
 from ..tracking import HASH_TAG, resolve_uri, with_retry
 from .cells import Cell
+from .cost import (
+    Cost,
+    Resources,
+    StepTimes,
+    calibrate,
+    device_label,
+    device_type,
+    estimate,
+    speed_key,
+    steps_per_epoch,
+    store_step_time,
+)
 
 
 @dataclass
@@ -34,6 +47,8 @@ class PlanRow:
     action: str  # new | skip | resume | busy | refused
     detail: str = ""
     overrides: str = ""
+    cost: Cost | None = None  # None for a refused cell
+    model: str = ""
 
 
 def check_cells(cells: list[Cell]) -> dict[int, str]:
@@ -44,7 +59,7 @@ def check_cells(cells: list[Cell]) -> dict[int, str]:
             refused[cell.index] = cell.error
             continue
         try:
-            check_run(cell.cfg)
+            cell.checked = check_run(cell.cfg)
         except ConfigError as exc:
             refused[cell.index] = str(exc)
     return refused
@@ -71,11 +86,16 @@ def _runs_by_hash(cfg: DictConfig) -> dict[str, list]:
             return found
 
 
-def plan_cells(cells: list[Cell], refused: dict[int, str], job_id: str) -> list[PlanRow]:
+def plan_cells(cells: list[Cell], refused: dict[int, str], job_id: str, resources: Resources | None = None,
+               calibrate_now: bool = False) -> list[PlanRow]:
     """One row per cell; reads the store of the first valid cell's ``tracking`` settings. ``job_id``:
-    the job that would run them (a RUNNING run it started is not someone else's live run)."""
+    the job that would run them (a RUNNING run it started is not someone else's live run).
+    ``resources``: where they would run (default: here); ``calibrate_now``: time the step of each
+    distinct speed key that neither the store nor the calibration table has (module :mod:`.cost`)."""
     valid = [c for c in cells if c.index not in refused]
     runs = _runs_by_hash(valid[0].cfg) if valid else {}
+    costs = _Costs(valid[0].cfg, [r for rs in runs.values() for r in rs], resources or Resources(),
+                   calibrate_now) if valid else None
     rows = []
     for cell in cells:
         overrides = " ".join(cell.overrides)
@@ -92,20 +112,95 @@ def plan_cells(cells: list[Cell], refused: dict[int, str], job_id: str) -> list[
             detail = f"from epoch {decision.epoch} (run {decision.run_id})"
         elif decision.action == "busy":
             detail = f"live elsewhere (run {decision.run_id})"
-        rows.append(PlanRow(cell.index, run_name(cell.cfg), chash, decision.action, detail, overrides))
+        remaining = 0 if decision.action in ("skip", "busy") else int(cell.cfg.trainer.epochs) - (decision.epoch or 0)
+        rows.append(PlanRow(cell.index, run_name(cell.cfg), chash, decision.action, detail, overrides,
+                            costs.of(cell, remaining), str(cell.cfg.model.name)))
     return rows
+
+
+class _Costs:
+    """Step times for the cells of one plan: the store's runs first, then the calibration table
+    (filled here when calibrating), else unknown."""
+
+    def __init__(self, cfg: DictConfig, runs: list, res: Resources, calibrate_now: bool):
+        self.runs, self.res, self.calibrate_now = runs, res, calibrate_now
+        self.table = StepTimes(str(cfg.sweep.get("step_times", "step_times.json")))
+        self.here = device_label(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self.steps: dict[tuple, int | None] = {}
+
+    def step_time(self, cell: Cell) -> tuple[float, str] | None:
+        cfg = cell.cfg
+        found = store_step_time(cfg, self.runs, device_type(cfg, self.res))
+        if found is not None:
+            return found
+        key = speed_key(cfg)
+        seconds = self.table.get(key, self.here)
+        if seconds is None and self.calibrate_now and cell.checked is not None:
+            seconds, _ = calibrate(cell.checked, self.here)
+            self.table.put(key, self.here, seconds)
+        if seconds is None:
+            return None
+        where = f"calibration on {self.here}"
+        if self.res.slurm:
+            where += " (this machine, not the cluster's nodes)"
+        return seconds, where
+
+    def of(self, cell: Cell, remaining_epochs: int) -> Cost:
+        world = self.res.tasks if self.res.slurm else 1
+        # a split's size does not depend on the seed (stratified counts): one load per data set and batch
+        key = (OmegaConf.to_yaml(cell.cfg.dataset), int(cell.cfg.trainer.batch_size), world)
+        if key not in self.steps and cell.checked is not None:
+            self.steps[key] = steps_per_epoch(cell.cfg, cell.checked.data, world)
+        steps = self.steps.get(key)
+        return estimate(cell.cfg, steps, remaining_epochs, self.step_time(cell) if remaining_epochs else None,
+                        self.res)
+
+
+def cost_totals(rows: list[PlanRow]) -> dict:
+    """Device-hours per model and for the sweep over the cells with an estimate, and how many cells
+    that would train have none (their cost is unknown, not zero)."""
+    per_model: dict[str, float] = defaultdict(float)
+    unknown = 0
+    for r in rows:
+        if r.cost is None or r.cost.total_steps == 0:
+            continue
+        if r.cost.device_hours is None:
+            unknown += 1
+            continue
+        per_model[r.model] += r.cost.device_hours
+    return {"device_hours": round(sum(per_model.values()), 6),
+            "device_hours_per_model": {k: round(v, 6) for k, v in sorted(per_model.items())},
+            "cells_unknown": unknown, "cells_not_fitting_timeout": sum(
+                1 for r in rows if r.cost is not None and r.cost.fits_timeout is False)}
+
+
+def _fmt(value, spec: str) -> str:
+    return "unknown" if value is None else format(value, spec)
 
 
 def print_plan(rows: list[PlanRow], as_json: bool = False) -> None:
     totals = Counter(r.action for r in rows)
+    cost = cost_totals(rows)
     if as_json:
-        print(json.dumps({"cells": [asdict(r) for r in rows], "totals": dict(totals)}, indent=2))
+        print(json.dumps({"cells": [asdict(r) for r in rows], "totals": dict(totals), "cost": cost}, indent=2))
         return
     table = Table(title=f"sweep plan: {len(rows)} cells (dry run: nothing is created)")
-    for col in ("#", "run", "signature", "action", "detail"):
+    for col in ("#", "run", "signature", "action", "detail", "steps/epoch", "steps", "s/step", "wall h", "fits"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(str(r.cell), r.run_name, r.config_hash, r.action, r.detail)
-    console = Console(width=160)
+        c = r.cost or Cost()
+        fits = "" if c.fits_timeout is None else ("yes" if c.fits_timeout else f"NO: {c.requeues} requeue(s)")
+        step = "" if r.cost is None or c.total_steps == 0 else (
+            f"{_fmt(c.step_time_s, '.4f')} ({c.step_time_source})")
+        table.add_row(str(r.cell), r.run_name, r.config_hash, r.action, r.detail, _fmt(c.steps_per_epoch, "d"),
+                      _fmt(c.total_steps, "d"), step, _fmt(c.wall_h, ".2f") if step else "", fits)
+    console = Console(width=200)
     console.print(table)
     console.print("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
+    models = ", ".join(f"{k} {v:.2f}" for k, v in cost["device_hours_per_model"].items())
+    line = f"cost: {cost['device_hours']:.2f} device-hours" + (f" ({models})" if models else "")
+    if cost["cells_unknown"]:
+        line += f"; {cost['cells_unknown']} cell(s) unknown (no store run, no calibration: --calibrate)"
+    if cost["cells_not_fitting_timeout"]:
+        line += f"; {cost['cells_not_fitting_timeout']} cell(s) exceed the time limit (requeued)"
+    console.print(line)

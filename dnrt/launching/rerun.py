@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import SIGNATURE_TAG, signature_version
 from ..tracking import git_sha, resolve_uri
+from .entry import run_job
 
 SWEEP_KIND = "sweep"
 HYDRA_OVERRIDES_TAG = "dnrt.hydra_overrides"
@@ -153,8 +154,6 @@ def rerun_main(run_id: str, overrides: Sequence[str]) -> list[str] | None:
         print(rerun.warning, file=sys.stderr, flush=True)
     if rerun.argv is not None:
         return rerun.argv
-    from .entry import run_job
-
     # the format of Hydra's job logging, which a run launched through Hydra gets
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     run_job(rerun.cfg)

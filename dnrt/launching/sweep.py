@@ -25,6 +25,7 @@ from ..tracking import ensure_experiment, resolve_uri, with_retry
 from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
+from .cost import Resources
 from .plan import check_cells, plan_cells, print_plan
 from .process import current_job_id
 from .refusal import SweepRefused
@@ -71,7 +72,9 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
     log.info(f"checked {len(cells)} cells in {time.perf_counter() - started:.1f} s: {len(refused)} refused")
     dry_run = config.get("dry_run", False)
     if dry_run:
-        print_plan(plan_cells(cells, refused, current_job_id()), as_json=str(dry_run) == "json")
+        resources = Resources.of_launcher(config.hydra.get("launcher"))
+        rows = plan_cells(cells, refused, current_job_id(), resources, bool(config.sweep.get("calibrate", False)))
+        print_plan(rows, as_json=str(dry_run) == "json")
         return []
     if refused and on_invalid == "stop":
         lines = [f"  #{c.index} {' '.join(c.overrides)}: {refused[c.index]}" for c in cells if c.index in refused]
