@@ -4,7 +4,7 @@
 
 Each ratio comes from one run of this process with its sides interleaved (A B A B ...); the
 median of the per-round ratios is reported with every sample. ``--quick`` (``make bench
-QUICK=1``) shrinks batch and repetitions to finish in a few minutes on 2 cores; ``--smoke``
+QUICK=1``) shrinks batch and repetitions to finish in minutes; ``--smoke``
 checks the machinery in seconds (tiny batches, ``torch.compile(backend="eager")``), its figures
 mean nothing.
 """

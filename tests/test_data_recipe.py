@@ -131,7 +131,7 @@ def test_paper_presets_set_the_authors_data_recipe_and_defaults_stay_neutral():
     for name in ("cifar10", "cifar100", "cifar10_lt", "digits", "synthetic", "imagenet100"):
         signed = signed_params(compose_cfg([f"dataset={name}"]))
         new = {"dataset.train_interpolation", "dataset.normalization", "dataset.drop_last"}
-        assert not new & set(signed), name  # the defaults reproduce the old behaviour: not in the signature
+        assert not new & set(signed), name  # the defaults are signature-neutral (conf/config.yaml)
 
 
 @pytest.mark.parametrize("key,value,choices", [("crop_pct", 1.5, "(0, 1]"),

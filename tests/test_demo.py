@@ -1,5 +1,5 @@
 """`make demo` and `experiment=digits_ablation`: the intended cells, a ViT with enough tokens, and a
-demo ViT cell that actually learns (the old one-epoch demo left every ViT run at chance)."""
+demo ViT cell that actually learns (too few optimizer steps leave a ViT at chance)."""
 
 from __future__ import annotations
 

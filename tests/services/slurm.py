@@ -10,8 +10,8 @@ error" and every job stays UNKNOWN: ``job.result()`` still returns when the job 
 pickle, but a job that dies without one (scancel, OOM, node failure) hangs its waiter forever.
 Slurm 22.05 has no file-based accounting any more (``accounting_storage/filetxt`` is gone and sacct
 has lost ``--completion``), so real accounting means slurmdbd, which needs MySQL/MariaDB. Both are
-Debian packages (``slurmdbd mariadb-server``); initialising and starting the private MariaDB takes
-2-6 s, the whole cluster 5-12 s on a busy 2-core machine.
+Debian packages (``slurmdbd mariadb-server``); the private MariaDB is initialised and started with
+the cluster, once per test session.
 
 Settings that matter:
 - ``AuthInfo=socket=...`` points every daemon and client command at the private munged;
