@@ -25,7 +25,7 @@ setup: .venv/.installed
 # (tests/services/plugin.py). TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
-# The unit tier (docs/testing.md): no service, no launch.py process, no multi-epoch training.
+# The unit tier (docs/testing.md): no service, no launch.py process, no training beyond a step.
 FAST_MARKS := not slow and not slurm and not browser and not services
 
 # pytest's exit code 5 (no tests collected) is a failure, not a pass.

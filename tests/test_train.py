@@ -27,7 +27,7 @@ SCHEMA_TAGS = ["dnrt.config_hash", "dnrt.git_sha", "dnrt.status_detail"]
 
 def assert_run_schema(client, run, model: str, act: str, reg: str) -> None:
     """``run``, a FINISHED one-epoch run of ``model``/``act``/``reg`` on digits, carries the MLflow schema
-    (README, "Reading results"): its name, params, tags, every per-epoch metric once, final and best
+    (docs/analysis.md): its name, params, tags, every per-epoch metric once, final and best
     top-1 equal to the logged epoch's, the ARR loss where ARR is on, and its config."""
     seed = run.data.params["seed"]
     assert run.info.status == "FINISHED" and run.info.run_name == f"{model}-{act}-{reg}-digits-s{seed}"
