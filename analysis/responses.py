@@ -4,9 +4,10 @@ layers, the MLP activation's output on the class token (:mod:`analysis.mlp_respo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,19 +18,18 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from dnrt.engine.build import build_components
 from dnrt.engine.checkpoint import load_checkpoint
-from dnrt.engine.distributed import DistInfo
+from dnrt.factory import build_components
 from dnrt.models import model_spec
 from dnrt.nn import RAA, ResponseTaps
+from dnrt.preflight import check_run
 from dnrt.tracking import with_retry
+from dnrt.types import DistInfo
 
 from .mlp_responses import MlpActTaps
 from .runs import AnalysisError
 
-# A progress bar per downloaded checkpoint is noise in a report; an explicit user setting still wins.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
+PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 CKPT_ARTIFACT = "checkpoints/last.pt"
 MAX_SHIFTS_PER_LAYER = 20_000  # enough for a violin; keeps a ResNet's per-position shifts small
 
@@ -98,6 +98,20 @@ def _last_taps(cfg: DictConfig, model: torch.nn.Module) -> tuple[list[str], str]
     return list(taps), pooling
 
 
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow without its progress bar per downloaded file (noise in a report) for the duration, unless
+    the user set the switch: MLflow reads it from the environment at each download."""
+    if PROGRESS_BAR_VAR in os.environ:
+        yield
+        return
+    os.environ[PROGRESS_BAR_VAR] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_BAR_VAR, None)
+
+
 @torch.no_grad()
 def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "cpu",
             mlp_layers: Sequence[int] = ()) -> Collected:
@@ -107,13 +121,13 @@ def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "
         run = with_retry(client.get_run, run_id)
     except MlflowException as exc:
         raise AnalysisError(f"--run-id {run_id}: no such run ({str(exc).splitlines()[0]})") from exc
-    with tempfile.TemporaryDirectory(prefix="dnrt-analysis-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dnrt-analysis-") as tmp, quiet_downloads():
         ckpt = load_checkpoint(checkpoint_path(client, run, Path(tmp)))
         cfg = run_config(client, run, ckpt, Path(tmp))
     # Analysis runs where it is started: the run's own device, compile or loader workers may not exist here.
     cfg.trainer.device, cfg.trainer.compile, cfg.trainer.workers = device, False, 0
     try:
-        comp = build_components(cfg, DistInfo())
+        comp = build_components(check_run(cfg, fit=False), DistInfo())
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # e.g. its data set is not on this machine
         raise AnalysisError(f"cannot rebuild run {run.info.run_name}: {type(exc).__name__}: {exc}") from exc
     model = comp.core.eval()

@@ -1,7 +1,7 @@
 """Fixed overhead of sweep runs: a real ``launch.py -m`` sweep of tiny runs, read back from MLflow.
 
 Every run logs ``startup_s``, the time from its job's start to its first training step, and a
-``dnrt.startup`` tag (see ``dnrt/engine/clock.py``):
+``dnrt.startup`` tag (see ``dnrt.launching.process.JobClock``):
 
 - ``cold``: the first run of a fresh process: interpreter, imports of torch / torchvision / timm /
   MLflow, config, data, model and MLflow run creation;

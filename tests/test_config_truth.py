@@ -12,24 +12,25 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from dnrt.config import ConfigError, config_hash
-from dnrt.engine.build import build_components
 from dnrt.engine.distributed import DistInfo
+from dnrt.factory import build_components
 from dnrt.launching.context import CONTEXT_FILE
 from dnrt.nn import RAA
-from dnrt.preflight import preflight
-from dnrt.train import RunContext, train
+from dnrt.preflight import check_run, model_task
+from dnrt.train import train
+from dnrt.types import RunContext
 from tests.conftest import CONF, FAST, TINY_RESNET, compose_cfg
 
 ONE_EPOCH = [*TINY_RESNET, *FAST, "trainer.epochs=1", "tracking.experiment=test"]
 
 
 def _raa_layers(cfg) -> list[RAA]:
-    comps = build_components(cfg, DistInfo())
+    comps = build_components(check_run(cfg, fit=False), DistInfo())
     return [m for m in comps.core.modules() if isinstance(m, RAA)]
 
 
 def _n_params(cfg) -> int:
-    return sum(p.numel() for p in build_components(cfg, DistInfo()).core.parameters())
+    return sum(p.numel() for p in build_components(check_run(cfg, fit=False), DistInfo()).core.parameters())
 
 
 @pytest.mark.slow
@@ -69,7 +70,7 @@ def test_act_keys_build_the_module():
 ])
 def test_bad_keys_are_refused_naming_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
-        preflight(compose_cfg([*overrides, *FAST]))
+        check_run(compose_cfg([*overrides, *FAST]))
     line = str(err.value)
     assert line.startswith(f"{key}=") and "\n" not in line, line
 
@@ -87,7 +88,7 @@ def test_model_that_does_not_fit_the_input_is_refused_before_any_run():
     # a patch-4 ViT cannot split 33-px images: found by the (cached) build in the sweep check
     cfg = compose_cfg(["model=vit_tiny", "dataset=synthetic", "dataset.img_size=33", *FAST])
     with pytest.raises(ConfigError, match=r"^model\.name=vit_tiny: does not fit 33-px"):
-        preflight(cfg)
+        check_run(cfg)
 
 
 @pytest.mark.slow
@@ -219,11 +220,19 @@ def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
 
 
 @pytest.mark.slow
-def test_every_model_act_and_regularizer_option_passes_the_checks():
-    """Every option of the model/act/regularizer groups composes into a config the checks accept."""
+def test_every_model_act_and_regularizer_option_passes_the_checks(tmp_path):
+    """Every option of the model/act/regularizer groups composes into a config the checks accept, a
+    model with a data set of its task (a graph model with a DGraphFin-layout file)."""
+    from tests.test_graph import write_graph
+
+    write_graph(tmp_path / "dgraphfin" / "dgraphfin.npz", n=60)
+    graph_data = ["dataset=dgraphfin", f"data_dir={tmp_path}", *(o for o in FAST if not o.startswith("dataset."))]
     for group in ("act", "regularizer", "model"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
-            preflight(compose_cfg([f"{group}={option}", *FAST]), fit=False)
+            cfg = compose_cfg([f"{group}={option}", *FAST])
+            if model_task(str(cfg.model.name)) == "node":
+                cfg = compose_cfg([*graph_data, f"{group}={option}"])
+            assert check_run(cfg, fit=False).task == model_task(str(cfg.model.name))
 
 
 # Signatures as the release before versioned signatures computed them (commit 8ff2221). A new key

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnrt.engine.build import build_model
+from dnrt.factory import build_model
 from dnrt.train import train
 from tests.conftest import ROOT, compose_cfg
 from tests.test_presets import sweep_axes

@@ -16,11 +16,12 @@ from analysis.paper import build_paper_table, get_layout
 from analysis.runs import RunQuery, fetch_runs
 from dnrt.config import ConfigError, config_hash
 from dnrt.data.dgraph import DGraphFinData, NodeView
-from dnrt.engine.build import build_components
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.engine.distributed import DistInfo
+from dnrt.factory import build_components
 from dnrt.graph import binary_auc
 from dnrt.nn import ARR
+from dnrt.preflight import check_run
 from dnrt.train import checkpoint_path, train
 from tests.conftest import compose_cfg
 
@@ -86,7 +87,7 @@ def test_gnn_with_raa_and_arr_logs_the_auc_sklearn_gives(graph_dir: Path, store,
     assert m["final/val_auc"] == m["val/auc"] and m["best/val_auc"] >= m["final/val_auc"]
     # the AUC of the trained model's outputs, recomputed here from its checkpoint
     ckpt = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
-    comp = build_components(cfg, DistInfo())
+    comp = build_components(check_run(cfg, fit=False), DistInfo())
     comp.core.load_state_dict(ckpt["model"])
     assert any(type(mod).__name__ == "RAA" for mod in comp.core.modules())
     with torch.no_grad():
@@ -141,7 +142,7 @@ def test_models_and_data_must_match(graph_dir: Path, store) -> None:
 def test_arr_memory_on_node_embeddings_matches_a_one_by_one_loop(graph_dir: Path, store) -> None:
     """Only the training nodes update the class means, one at a time in index order."""
     cfg = graph_cfg(graph_dir, store, "model=gcn", "act=relu", "regularizer=arr", "model.num_layers=3")
-    comp = build_components(cfg, DistInfo())
+    comp = build_components(check_run(cfg, fit=False), DistInfo())
     model, arr = comp.core, comp.arr
     assert isinstance(arr, ARR) and arr.taps.paths == ["taps.0", "taps.1"]
     (view, y), = comp.train_loader
@@ -181,7 +182,7 @@ def test_arr_memory_on_node_embeddings_matches_a_one_by_one_loop(graph_dir: Path
 
 def test_raa_acts_on_node_features_as_tokens(graph_dir: Path, store) -> None:
     cfg = graph_cfg(graph_dir, store, "model=graphsage", "act=raa", "model.hidden=16")
-    model = build_components(cfg, DistInfo()).core
+    model = build_components(check_run(cfg, fit=False), DistInfo()).core
     (raa,) = model.acts
     assert type(raa).__name__ == "RAA" and raa.weight.shape == (16,)  # one shift per node from its 16 channels
     x = torch.randn(5, 16)

@@ -25,9 +25,10 @@ from analysis.mlp_responses import MlpActTaps
 from analysis.responses import collect
 from analysis.runs import AnalysisError
 from dnrt.data import DigitsData, array_transform, device_transform, folder_transform
-from dnrt.engine.build import build_components
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.engine.distributed import DistInfo
+from dnrt.factory import build_components
+from dnrt.preflight import check_run
 from tests.conftest import Store, compose_cfg
 from tests.sweep_store import generate_store
 
@@ -77,7 +78,7 @@ def _forward(store: Store, run) -> tuple[dict[int, np.ndarray], np.ndarray, np.n
         ckpt = load_checkpoint(client.download_artifacts(run.info.run_id, "checkpoints/last.pt", tmp))
         cfg = OmegaConf.create(Path(client.download_artifacts(run.info.run_id, "config.yaml", tmp)).read_text())
     cfg.trainer.device, cfg.trainer.compile, cfg.trainer.workers = "cpu", False, 0
-    comp = build_components(cfg, DistInfo())
+    comp = build_components(check_run(cfg, fit=False), DistInfo())
     model = comp.core.eval()
     model.load_state_dict(ckpt["model"])
     mlp: dict[int, list] = {k: [] for k in LAYERS}

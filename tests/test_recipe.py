@@ -15,10 +15,11 @@ from torch import nn
 
 from dnrt.config import ConfigError, config_hash, validate
 from dnrt.engine.amp import amp_dtype, grad_scaler
-from dnrt.engine.build import build_components
 from dnrt.engine.distributed import DistInfo
 from dnrt.engine.loops import StepConfig, backward_and_step, train_one_epoch
 from dnrt.engine.trainer import Trainer
+from dnrt.factory import build_components
+from dnrt.preflight import check_run
 from tests.conftest import FAST, compose_cfg
 
 STEPS = 196  # CIFAR: 50,000 images in batches of 256, the last one kept
@@ -208,13 +209,13 @@ def test_amp_settings_keep_their_meaning():
 def test_fp16_run_checkpoints_its_grad_scaler(tmp_path):
     cfg = compose_cfg(["trainer.amp=fp16", *FAST])
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
-        comp = build_components(cfg, DistInfo())
+        comp = build_components(check_run(cfg, fit=False), DistInfo())
     assert comp.amp_dtype is torch.float16 and comp.scaler is not None
     comp.scaler.scale(torch.ones(()))  # the scaler sets itself up on first use
     comp.scaler.update(1234.0)
     state = Trainer(cfg, comp, DistInfo(), tmp_path / "last.pt", "hash").state_dict()
     with pytest.warns(UserWarning):
-        fresh = build_components(cfg, DistInfo())
+        fresh = build_components(check_run(cfg, fit=False), DistInfo())
     Trainer(cfg, fresh, DistInfo(), tmp_path / "last.pt", "hash").load_state_dict(state)
     assert fresh.scaler.get_scale() == 1234.0
 

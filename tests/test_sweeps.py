@@ -151,7 +151,7 @@ def steps_per_epoch(cfg) -> int:
 def train_as_launched(cfg):
     """``train(cfg)`` in this process with the intra-op threads a launched job sets (``trainer.threads``):
     float sums, hence weights, depend on the thread count."""
-    from dnrt.engine.build import set_threads
+    from dnrt.launching.process import set_threads
 
     threads = torch.get_num_threads()
     set_threads(int(cfg.trainer.threads))

@@ -209,3 +209,26 @@ def test_training_under_bf16_autocast_on_the_cpu(store):
     assert torch.bfloat16 in dtypes  # the Linear layers ran in bf16
     assert bf16_loss != fp32_loss and bf16_loss == pytest.approx(fp32_loss, rel=5e-2)
     assert all(torch.isfinite(t).all() and t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+
+
+def test_the_job_comes_as_an_argument_and_the_entry_point_reads_it_from_the_scheduler(store, monkeypatch):
+    """``train`` tags the run with the job it is given (id, clock) and reads no SLURM variable itself;
+    the entry point (launch.py) reads the scheduler's id from the environment and passes it on."""
+    import socket
+    import time
+
+    from dnrt.types import Job
+
+    base = ["trainer.epochs=1", *TINY_RESNET, *FAST, *store.overrides()]
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    started = time.time() - 100.0
+    train(compose_cfg([*base, "seed=1"]), job=Job("4242_7", started=started, warm=True))
+    train(compose_cfg([*base, "seed=2"]))
+    proc = store.launch_here(*base, "seed=3", env=store.env(SLURM_JOB_ID="888"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = {int(r.data.params["seed"]): r for r in store.runs()}
+    tags = {seed: (r.data.tags["dnrt.job_id"], r.data.tags["dnrt.startup"]) for seed, r in runs.items()}
+    assert tags[1] == ("4242_7", "warm")
+    assert tags[2] == (f"{socket.gethostname()}:{os.getpid()}", "cold")  # not $SLURM_JOB_ID
+    assert tags[3][0] == "888"
+    assert runs[1].data.metrics["startup_s"] >= 100.0  # measured from the job's clock, not the process's

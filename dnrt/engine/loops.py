@@ -3,7 +3,6 @@ per epoch (and every ``refresh`` steps for the progress bar), so a step has no f
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..nn import ARR
+from .amp import autocast
 from .faults import SignalAt, after_step
 
 
@@ -45,19 +45,13 @@ class StepConfig:
     signal_at: SignalAt | None = None  # trainer.signal_at_step (tests: preempt at an exact step)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler, arr: ARR | None,
-                    sc: StepConfig, epoch: int, device: torch.device, desc: str = "", start_step: int = 0,
+                    step_cfg: StepConfig, epoch: int, device: torch.device, desc: str = "", start_step: int = 0,
                     resume_sums: torch.Tensor | None = None, resume_times: tuple[float, float] = (0.0, 0.0),
                     should_stop: Callable[[], bool] | None = None,
                     scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
@@ -77,7 +71,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, ce, arr, correct, seen
     if resume_sums is not None:
         sums += resume_sums.to(device)
-    bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not sc.progress,
+    bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not step_cfg.progress,
                leave=False, mininterval=1.0)
     data_time, prior = resume_times
     start = time.perf_counter()
@@ -90,20 +84,20 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             bar.close()
             raise Interrupted(i, sums.cpu(), data_time, prior + time.perf_counter() - start)
         data_time += time.perf_counter() - t_fetch
-        with _autocast(device, sc.amp_dtype):
+        with autocast(device, step_cfg.amp_dtype):
             logits = model(x)
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=sc.label_smoothing)
+            ce = F.cross_entropy(logits.float(), y, label_smoothing=step_cfg.label_smoothing)
             reg = arr(y) if arr is not None else ce.new_zeros(())
-            loss = ce + sc.arr_weight * reg
+            loss = ce + step_cfg.arr_weight * reg
         optimizer.zero_grad(set_to_none=True)
-        backward_and_step(loss, model, optimizer, sc.grad_clip, scaler)
+        backward_and_step(loss, model, optimizer, step_cfg.grad_clip, scaler)
         scheduler.step_update(num_updates=epoch * steps + i + 1)
-        after_step(sc.signal_at, epoch * steps + i + 1)
+        after_step(step_cfg.signal_at, epoch * steps + i + 1)
         with torch.no_grad():
             n = y.shape[0]
             sums += torch.stack([loss.detach() * n, ce.detach() * n, reg.detach() * n,
                                  (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)]).double()
-        if sc.progress and (i + 1) % sc.refresh == 0:
+        if step_cfg.progress and (i + 1) % step_cfg.refresh == 0:
             s = sums.tolist()
             bar.set_postfix(loss=f"{s[0] / s[4]:.3f}", acc=f"{100 * s[3] / s[4]:.1f}",
                             img_s=f"{s[4] / (prior + time.perf_counter() - start):.0f}")  # incl. a resumed part
@@ -155,7 +149,7 @@ def evaluate(model: nn.Module, loader, arr: ARR | None, device: torch.device,
         arr.eval()
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # ce, correct1, correct5, arr, seen
     for x, y in loader:
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(x).float()
             reg = arr(y) if arr is not None else logits.new_zeros(())
         n = y.shape[0]

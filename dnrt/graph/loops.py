@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.loops import _autocast
+from ..engine.amp import autocast
 from ..nn import ARR
 
 
@@ -46,7 +46,7 @@ def evaluate_nodes(model: nn.Module, loaders: dict, arr: ARR | None, device: tor
     out: dict[str, float] = {}
     for split, loader in loaders.items():
         for view, y in loader:
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 logits = model(view).float()
                 reg = arr(y) if arr is not None and split == "val" else None
             out[f"{split}/loss"] = float(F.cross_entropy(logits, y))

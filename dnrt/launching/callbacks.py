@@ -14,6 +14,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .context import read_context
+from .summary import print_summary, read_summary
+
 STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
 
 
@@ -24,12 +27,10 @@ class SweepFailed(SystemExit):
 class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # imported here, not at the top: Hydra builds the callbacks in every launch.py process, `--help`
-        # and refused command lines included, and these modules pull in torch and MLflow
+        # and refused command lines included, and MLflow (which dnrt.tracking loads) takes seconds to import
         from mlflow import MlflowClient
 
         from ..tracking import with_retry
-        from .context import read_context
-        from .summary import print_summary, read_summary
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         context = read_context(sweep_dir)

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..train import Outcome
+from ..types import Outcome
 
 SUMMARY_FILE = "dnrt_summary.jsonl"
 

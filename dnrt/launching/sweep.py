@@ -22,10 +22,11 @@ from omegaconf import DictConfig
 
 from ..config import run_name
 from ..tracking import ensure_experiment, resolve_uri, with_retry
-from ..train import Outcome, RunContext
+from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
 from .plan import check_cells, plan_cells, print_plan
+from .process import current_job_id
 from .refusal import SweepRefused
 from .summary import record
 
@@ -67,7 +68,7 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
     log.info(f"checked {len(cells)} cells in {time.perf_counter() - started:.1f} s: {len(refused)} refused")
     dry_run = config.get("dry_run", False)
     if dry_run:
-        print_plan(plan_cells(cells, refused), as_json=str(dry_run) == "json")
+        print_plan(plan_cells(cells, refused, current_job_id()), as_json=str(dry_run) == "json")
         return []
     if refused and on_invalid == "stop":
         lines = [f"  #{c.index} {' '.join(c.overrides)}: {refused[c.index]}" for c in cells if c.index in refused]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -23,15 +21,6 @@ JOB_TAG = "dnrt.job_id"
 # The metric a run is judged by (val/acc1 for images, val/auc for node classification); its end-of-run
 # values are logged as final/<metric with _> and best/<...> (docs/design.md §4).
 HEADLINE_TAG = "dnrt.headline"
-
-
-def current_job_id() -> str:
-    """The scheduler's id for this job (kept across SLURM requeues), else host:pid."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    if os.environ.get("SLURM_JOB_ID"):
-        return os.environ["SLURM_JOB_ID"]
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def git_sha() -> str:
@@ -59,10 +48,11 @@ class RunTracker:
         self._beating = threading.Event()
 
     @classmethod
-    def create(cls, client: MlflowClient, experiment_id: str, cfg: DictConfig, extra_tags: dict[str, str]
-               ) -> RunTracker:
+    def create(cls, client: MlflowClient, experiment_id: str, cfg: DictConfig, extra_tags: dict[str, str],
+               job_id: str) -> RunTracker:
+        """A new run of ``cfg``, tagged with the ``job_id`` that runs it."""
         tags = {HASH_TAG: config_hash(cfg), "dnrt.git_sha": git_sha(), "dnrt.status_detail": "running",
-                JOB_TAG: current_job_id(), HEARTBEAT_TAG: f"{time.time():.0f}",
+                JOB_TAG: job_id, HEARTBEAT_TAG: f"{time.time():.0f}",
                 "dnrt.model": str(cfg.model.name), "dnrt.act": str(cfg.act.name),
                 "dnrt.regularizer": str(cfg.regularizer.name), "dnrt.dataset": str(cfg.dataset.name),
                 **{k: v for k, v in extra_tags.items() if v}}
@@ -75,10 +65,11 @@ class RunTracker:
         return tracker
 
     @classmethod
-    def reopen(cls, client: MlflowClient, run_id: str) -> RunTracker:
+    def reopen(cls, client: MlflowClient, run_id: str, job_id: str) -> RunTracker:
+        """Run ``run_id`` again, now by ``job_id``."""
         with_retry(client.update_run, run_id, status="RUNNING")
         tracker = cls(client, run_id)
-        tracker.set_tags({"dnrt.status_detail": "resumed", JOB_TAG: current_job_id()})
+        tracker.set_tags({"dnrt.status_detail": "resumed", JOB_TAG: job_id})
         tracker.heartbeat()
         return tracker
 
