@@ -26,21 +26,34 @@ import psutil
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from .config import SIGNATURE_TAG, ConfigError, config_hash, run_name, signature_revisions, signature_version
+from .config import ConfigError, config_hash, run_name, signature_revisions, signature_version
 from .engine.build import build_components
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import DistInfo, broadcast_object, init_distributed
 from .engine.trainer import StopRequested, Trainer
 from .preflight import preflight
 from .tracking import (
-    HEARTBEAT_TAG,
-    JOB_TAG,
     RunTracker,
     current_job_id,
     ensure_experiment,
     find_runs,
     store_uri,
     with_retry,
+)
+from .tracking_schema import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    CHECKPOINT_TAG,
+    DETAIL_TAG,
+    FINAL_VAL_ACC1,
+    HEARTBEAT_TAG,
+    JOB_TAG,
+    PARENT_TAG,
+    REVISED_TAG,
+    SIGNATURE_TAG,
+    SWEEP_TAG,
+    VAL_ACC1,
+    RunStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +92,7 @@ class Plan:
 
 
 def checkpoint_path(cfg: DictConfig, chash: str) -> Path:
-    return Path(cfg.trainer.ckpt_root) / str(cfg.tracking.experiment) / chash / "last.pt"
+    return Path(cfg.trainer.ckpt_root) / str(cfg.tracking.experiment) / chash / CHECKPOINT_FILE
 
 
 def decide(runs: list, cfg: DictConfig, ckpt: Path) -> tuple[Plan, list[str]]:
@@ -88,7 +101,7 @@ def decide(runs: list, cfg: DictConfig, ckpt: Path) -> tuple[Plan, list[str]]:
     a live one alone. Also returns the ids of dead RUNNING runs (to be marked FAILED)."""
     done = [r for r in runs if r.info.status == "FINISHED"]
     if done and not cfg.force:
-        acc = done[0].data.metrics.get("final/val_acc1", float("nan"))
+        acc = done[0].data.metrics.get(FINAL_VAL_ACC1, float("nan"))
         return Plan("skip", done[0].info.run_id, acc, "a FINISHED run with this config exists (force=true re-runs)"), []
     ckpt_run, ckpt_epoch = None, None
     if cfg.trainer.resume == "auto" and ckpt.is_file():
@@ -114,7 +127,7 @@ def plan_run(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: s
     for ``tracking.stale_after_s``, or their pid gone on this host)."""
     plan, dead = decide(find_runs(client, experiment_id, chash), cfg, ckpt)
     for run_id in dead:
-        with_retry(client.set_tag, run_id, "dnrt.status_detail", "failed: process died (stale heartbeat)")
+        with_retry(client.set_tag, run_id, DETAIL_TAG, f"{RunStatus.FAILED}: process died (stale heartbeat)")
         with_retry(client.set_terminated, run_id, status="FAILED")
     return plan
 
@@ -133,9 +146,9 @@ def _open_tracker(cfg: DictConfig, plan: Plan, client: MlflowClient, experiment_
                   context: RunContext) -> RunTracker:
     if plan.action == "resume":
         return RunTracker.reopen(client, plan.run_id)
-    extra = {"mlflow.parentRunId": context.parent_run_id, "dnrt.sweep_id": context.sweep_id,
+    extra = {PARENT_TAG: context.parent_run_id, SWEEP_TAG: context.sweep_id,
              SIGNATURE_TAG: str(signature_version(cfg)),
-             "dnrt.signature_revised": ", ".join(f"{k}: {v}" for k, v in signature_revisions(cfg).items())}
+             REVISED_TAG: ", ".join(f"{k}: {v}" for k, v in signature_revisions(cfg).items())}
     return RunTracker.create(client, experiment_id, cfg, extra)
 
 
@@ -160,7 +173,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None,
     name = run_name(cfg)
     if plan.action in ("skip", "busy"):
         log.info(f"{name}: skipped, {plan.detail} (run {plan.run_id})")
-        return Outcome("skipped", name, plan.run_id, plan.val_acc1, plan.detail)
+        return Outcome(RunStatus.SKIPPED, name, plan.run_id, plan.val_acc1, plan.detail)
     components, build_error = None, None
     try:
         components = build_components(cfg, dist_info, data)
@@ -170,7 +183,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None,
         build_error = exc
     tracker = (_open_tracker(cfg, plan, client, experiment_id, context) if dist_info.is_main
                else RunTracker(None, None))
-    tracker.set_tags({"dnrt.checkpoint": str(ckpt.resolve())})
+    tracker.set_tags({CHECKPOINT_TAG: str(ckpt.resolve())})
     tracker.start_heartbeat()
     if tracker.active and cfg.tracking.system_metrics:
         tracker.start_system_metrics()
@@ -184,16 +197,16 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None,
             log.info(f"{name}: resumed at epoch {trainer.state.epoch} from {source}")
         acc = trainer.fit(tracker, should_stop)
     except StopRequested as stop:
-        tracker.finish("KILLED", f"stopped: {stop.reason}; the same command resumes it")
-        return Outcome("stopped", name, tracker.run_id, detail=stop.reason)
+        tracker.finish("KILLED", f"{RunStatus.STOPPED}: {stop.reason}; the same command resumes it")
+        return Outcome(RunStatus.STOPPED, name, tracker.run_id, detail=stop.reason)
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         tracker.fail(reason, traceback.format_exc())
         raise
     if cfg.trainer.log_checkpoint:
-        tracker.log_artifact(ckpt, "checkpoints")
-    tracker.finish("FINISHED", "finished")
-    status = "resumed" if plan.action == "resume" else "finished"
+        tracker.log_artifact(ckpt, CHECKPOINT_DIR)
+    tracker.finish("FINISHED", RunStatus.FINISHED.value)
+    status = RunStatus.RESUMED if plan.action == "resume" else RunStatus.FINISHED
     return Outcome(status, name, tracker.run_id, acc)
 
 
@@ -211,4 +224,4 @@ def evaluate_checkpoint(cfg: DictConfig) -> Outcome:
     metrics = trainer.evaluate()
     print(json.dumps({"checkpoint": str(path), "epoch": ckpt["epoch"], "run_id": ckpt["run_id"], **metrics}),
           flush=True)
-    return Outcome("evaluated", run_name(trained), ckpt["run_id"], metrics["val/acc1"])
+    return Outcome(RunStatus.EVALUATED, run_name(trained), ckpt["run_id"], metrics[VAL_ACC1])

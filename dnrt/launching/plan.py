@@ -21,7 +21,8 @@ from rich.table import Table
 
 from ..config import ConfigError, config_hash, run_name
 from ..preflight import preflight
-from ..tracking import HASH_TAG, resolve_uri, with_retry
+from ..tracking import resolve_uri, with_retry
+from ..tracking_schema import HASH_TAG
 from ..train import checkpoint_path, decide
 from .cells import Cell
 
