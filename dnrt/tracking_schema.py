@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+# -- tags of the experiment -------------------------------------------------------------------
+# MLflow 3's UI opens an experiment by its kind: this one lands on the training-runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
 # -- tags of a training run -------------------------------------------------------------------
 HASH_TAG = "dnrt.config_hash"  # the run's signature (docs/design.md §5)
 SIGNATURE_TAG = "dnrt.signature_version"

@@ -16,6 +16,7 @@ from tests.conftest import CONF, ROOT, compose_cfg
 # The strings in MLflow stores today: the one place outside the schema that spells them. Changing one
 # orphans every earlier run that carries it.
 STORED = {
+    "EXPERIMENT_KIND_TAG": "mlflow.experimentKind", "EXPERIMENT_KIND": "custom_model_development",
     "HASH_TAG": "dnrt.config_hash", "SIGNATURE_TAG": "dnrt.signature_version",
     "REVISED_TAG": "dnrt.signature_revised", "GIT_TAG": "dnrt.git_sha", "DETAIL_TAG": "dnrt.status_detail",
     "JOB_TAG": "dnrt.job_id", "HEARTBEAT_TAG": "dnrt.heartbeat", "CHECKPOINT_TAG": "dnrt.checkpoint",
