@@ -15,6 +15,8 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from dnrt.tracking_schema import KIND_TAG, SWEEP_KIND
+
 pytest_plugins = ["tests.services.plugin"]
 
 # One intra-op thread in every test process and every process it starts. The two xdist workers and the
@@ -62,7 +64,7 @@ class Store:
         if exp is None:
             return []
         runs = self.client.search_runs([exp.experiment_id], max_results=1000)
-        return [r for r in runs if r.data.tags.get("dnrt.kind") != "sweep"] if children_only else runs
+        return [r for r in runs if r.data.tags.get(KIND_TAG) != SWEEP_KIND] if children_only else runs
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root), **extra}

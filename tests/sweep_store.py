@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from dnrt.tracking_schema import DETAIL_TAG, HASH_TAG, KIND_TAG, PARENT_TAG, RUN_NAME_TAG, SWEEP_KIND, SWEEP_TAG
 from tests.conftest import ROOT, run_script
 from tests.services import claim_once_per_run
 
@@ -48,7 +49,7 @@ class SweepStore:
     def child_runs(self) -> list:
         """The sweep's FINISHED child runs, read straight from MLflow (the tests' ground truth)."""
         runs = self.client.search_runs([self.experiment_id], max_results=1000)
-        return [r for r in runs if r.data.tags.get("dnrt.kind") != "sweep" and r.info.status == "FINISHED"]
+        return [r for r in runs if r.data.tags.get(KIND_TAG) != SWEEP_KIND and r.info.status == "FINISHED"]
 
 
 def build_sweep_store(root: Path) -> SweepStore:
@@ -68,13 +69,13 @@ def build_sweep_store(root: Path) -> SweepStore:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("dnrt.kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("dnrt.kind") != "sweep"]
+    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
+    children = [r for r in runs if r.data.tags.get(KIND_TAG) != SWEEP_KIND]
     assert len(parents) == 1, [r.info.run_name for r in parents]
     assert len(children) == N_RUNS and all(r.info.status == "FINISHED" for r in children), \
         [(r.info.run_name, r.info.status) for r in children]
     parent = parents[0]
-    return SweepStore(str(root), uri, EXPERIMENT, exp.experiment_id, parent.data.tags["dnrt.sweep_id"],
+    return SweepStore(str(root), uri, EXPERIMENT, exp.experiment_id, parent.data.tags[SWEEP_TAG],
                       parent.info.run_id, seconds)
 
 
@@ -143,16 +144,16 @@ def generate_store(uri: str, experiment: str, cells: list[dict[str, str]], seeds
                          artifact_uri=f"{location}/{pid}/artifacts", user_id="test", source_name="",
                          source_type="LOCAL", entry_point_name="", source_version="")]
     rows += [SqlTag(run_uuid=pid, key=k, value=v) for k, v in
-             {"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "mlflow.runName": f"sweep-{sweep_id}"}.items()]
+             {SWEEP_TAG: sweep_id, KIND_TAG: SWEEP_KIND, RUN_NAME_TAG: f"sweep-{sweep_id}"}.items()]
     for i, (cell, seed, status) in enumerate(jobs):
         rid = uuid.uuid4().hex
         params = {"seed": str(seed), "trainer.epochs": str(epochs), "trainer.device": "cpu", "optim.lr": "0.001",
                   **(extra_params or {}), **cell}
         name = "-".join(params.get(k, "") for k in ("model.name", "act.name", "regularizer.name", "dataset.name"))
         start = t0 + i * 60_000
-        tags = {"mlflow.parentRunId": pid, "dnrt.sweep_id": sweep_id, "dnrt.config_hash": f"{sweep_id}-{i}",
-                "dnrt.status_detail": "finished" if status == "FINISHED" else "failed: CUDA out of memory",
-                "mlflow.runName": f"{name}-s{seed}"}
+        tags = {PARENT_TAG: pid, SWEEP_TAG: sweep_id, HASH_TAG: f"{sweep_id}-{i}",
+                DETAIL_TAG: "finished" if status == "FINISHED" else "failed: CUDA out of memory",
+                RUN_NAME_TAG: f"{name}-s{seed}"}
         rows.append(SqlRun(run_uuid=rid, name=f"{name}-s{seed}", experiment_id=int(exp_id), status=status,
                            start_time=start, end_time=start + 45_000, lifecycle_stage="active",
                            artifact_uri=f"{location}/{rid}/artifacts", user_id="test", source_name="",

@@ -27,6 +27,7 @@ from analysis import ablation, plots
 from analysis.responses import checkpoint_path, collect
 from analysis.runs import AnalysisError, RunQuery, fetch_runs
 from analysis.table import build_table, load_paper, paired_ci
+from dnrt.tracking_schema import ACT_TAG, CHECKPOINT_TAG, tag_column
 from tests.sweep_store import ACTS, MODELS, REGS, SEEDS, SweepStore, sweep_store_fixture  # noqa: F401  (session fixture)
 from tests.test_train import assert_run_schema
 
@@ -148,7 +149,8 @@ def test_outputs_are_written_and_logged_to_the_parent(sweep_store: SweepStore, t
 
 def test_other_pivots_and_filters(sweep_store: SweepStore, tmp_path: Path) -> None:
     args = base_args(sweep_store, tmp_path) + ["--rows", "model,act", "--cols", "regularizer.name",
-                                               "--baseline", "regularizer=none", "--filter", "tags.dnrt.act=raa",
+                                               "--baseline", "regularizer=none",
+                                               "--filter", f"{tag_column(ACT_TAG)}=raa",
                                                "--filter", "optim.opt=adamw", "--no-log"]
     assert ablation.main(args) == 0
     got = read_csv(tmp_path / "ablation.csv")
@@ -275,8 +277,8 @@ class _NoArtifacts:
 def test_checkpoint_falls_back_to_the_tag(sweep_store: SweepStore, tmp_path: Path) -> None:
     run = sweep_store.child_runs()[0]
     path = checkpoint_path(_NoArtifacts(), run, tmp_path)
-    assert path == Path(run.data.tags["dnrt.checkpoint"]) and path.is_file()
-    moved = SimpleNamespace(info=run.info, data=SimpleNamespace(tags={"dnrt.checkpoint": str(tmp_path / "gone.pt")}))
+    assert path == Path(run.data.tags[CHECKPOINT_TAG]) and path.is_file()
+    moved = SimpleNamespace(info=run.info, data=SimpleNamespace(tags={CHECKPOINT_TAG: str(tmp_path / "gone.pt")}))
     with pytest.raises(AnalysisError, match="has no checkpoint"):
         checkpoint_path(_NoArtifacts(), moved, tmp_path)
 

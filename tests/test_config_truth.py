@@ -17,6 +17,17 @@ from dnrt.factory import build_components
 from dnrt.launching.context import CONTEXT_FILE
 from dnrt.nn import RAA
 from dnrt.preflight import check_run, model_task
+from dnrt.tracking_schema import (
+    CHECKPOINT_TAG,
+    HASH_TAG,
+    HEARTBEAT_TAG,
+    JOB_TAG,
+    KIND_TAG,
+    SIGNATURE_TAG,
+    STARTUP_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+)
 from dnrt.train import train
 from dnrt.types import RunContext
 from tests.conftest import CONF, FAST, TINY_RESNET, compose_cfg
@@ -108,7 +119,7 @@ def test_sweep_skips_invalid_cells_when_asked(store):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "finished: 2, refused: 1" in proc.stdout
     assert sorted(float(r.data.params["optim.lr"]) for r in store.runs() if r.info.status == "FINISHED") == [1e-3, 2e-3]
-    (parent,) = [r for r in store.runs(children_only=False) if r.data.tags.get("dnrt.kind") == "sweep"]
+    (parent,) = [r for r in store.runs(children_only=False) if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     summary = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "summary.json")).read_text())
     (refused,) = [r for r in summary if r["status"] == "refused"]
     assert refused["detail"] == "optim.lr=-1: must be > 0"
@@ -135,7 +146,7 @@ def test_dry_run_plans_a_half_finished_sweep_and_creates_nothing(store):
     assert {r["action"] for k, r in by_cell.items() if k not in {("relu", "1"), ("gelu", "2")}} == {"new"}
     assert plan["totals"] == {"skip": 1, "resume": 1, "new": 4}
     # the plan's signatures are the ones the runs carry
-    assert by_cell[("relu", "1")]["config_hash"] == store.client.get_run(finished.run_id).data.tags["dnrt.config_hash"]
+    assert by_cell[("relu", "1")]["config_hash"] == store.client.get_run(finished.run_id).data.tags[HASH_TAG]
     assert {r.info.run_id: r.info.status for r in store.runs()} == runs_before
     assert sorted(p.name for p in store.ckpt_root.rglob("*")) == ckpts_before
     assert not list(store.root.glob("multirun/**/" + CONTEXT_FILE))
@@ -172,7 +183,7 @@ def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
     bumped = _compose_from(conf, [*overrides, "signature.version=2"])
     assert config_hash(bumped) != config_hash(upgraded)
     tags = store.client.get_run(first.run_id).data.tags
-    assert tags["dnrt.signature_version"] == "1"
+    assert tags[SIGNATURE_TAG] == "1"
 
 
 @pytest.mark.slow
@@ -182,7 +193,7 @@ def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypat
     (context_file,) = store.root.glob("multirun/**/" + CONTEXT_FILE)
     context = RunContext(**json.loads(context_file.read_text()))
     assert cell.data.tags["mlflow.parentRunId"] == context.parent_run_id
-    assert cell.data.tags["dnrt.sweep_id"] == context.sweep_id
+    assert cell.data.tags[SWEEP_TAG] == context.sweep_id
     assert "sweep summary" in proc.stdout
     for var in [v for v in __import__("os").environ if v.startswith(("DNRT_", "MLFLOW_"))]:
         monkeypatch.delenv(var)
@@ -194,8 +205,8 @@ def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypat
 
     alone = MlflowClient(other).get_run(outcome.run_id)
     assert alone.data.params == cell.data.params
-    ids = {"mlflow.parentRunId", "dnrt.sweep_id", "dnrt.job_id", "dnrt.heartbeat", "dnrt.checkpoint",
-           "dnrt.startup", "mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type"}
+    ids = {"mlflow.parentRunId", SWEEP_TAG, JOB_TAG, HEARTBEAT_TAG, CHECKPOINT_TAG,
+           STARTUP_TAG, "mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type"}
     same = {k: v for k, v in cell.data.tags.items() if k not in ids}
     assert {k: v for k, v in alone.data.tags.items() if k not in ids} == same
     assert "mlflow.parentRunId" not in alone.data.tags

@@ -22,6 +22,7 @@ from dnrt.factory import build_components
 from dnrt.graph import binary_auc
 from dnrt.nn import ARR
 from dnrt.preflight import check_run
+from dnrt.tracking_schema import HEADLINE_TAG
 from dnrt.train import checkpoint_path, train
 from tests.conftest import compose_cfg
 
@@ -79,7 +80,7 @@ def test_gnn_with_raa_and_arr_logs_the_auc_sklearn_gives(graph_dir: Path, store,
     assert outcome.status == "finished"
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.info.run_name == f"{model}-raa-arr-dgraphfin-s0"
-    assert run.data.tags["dnrt.headline"] == "val/auc"
+    assert run.data.tags[HEADLINE_TAG] == "val/auc"
     for key in ("train/loss", "train/loss_ce", "train/loss_arr", "val/loss", "val/auc", "val/loss_arr", "test/auc"):
         assert [m.step for m in store.client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     m = run.data.metrics

@@ -24,6 +24,7 @@ from analysis import ablation, plots, report
 from analysis.heatmap import accuracy_figure, facet_tables
 from analysis.runs import RunQuery, fetch_runs
 from analysis.table import build_table
+from dnrt.tracking_schema import KIND_TAG, SWEEP_KIND
 from tests.sweep_store import GeneratedStore, generate_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def runs_by_cell(store: GeneratedStore) -> dict[tuple[str, str, str, str], list[
     out = defaultdict(list)
     for run in MlflowClient(store.uri).search_runs([store.experiment_id], max_results=5000):
         p = run.data.params
-        if run.info.status == "FINISHED" and run.data.tags.get("dnrt.kind") != "sweep":
+        if run.info.status == "FINISHED" and run.data.tags.get(KIND_TAG) != SWEEP_KIND:
             out[(p["dataset.name"], p["model.name"], p["act.name"], p["regularizer.name"])].append(
                 run.data.metrics[METRIC])
     return out
@@ -196,7 +197,7 @@ def test_report_opens_in_chromium(small_store: GeneratedStore, tmp_path: Path, b
     assert sorted(differing) == ["act.name", "model.name", "regularizer.name", "seed"]  # the generated axes
     client = MlflowClient(small_store.uri)
     children = [r for r in client.search_runs([small_store.experiment_id], max_results=1000)
-                if r.data.tags.get("dnrt.kind") != "sweep"]
+                if r.data.tags.get(KIND_TAG) != SWEEP_KIND]
     wall = (max(r.info.end_time for r in children) - min(r.info.start_time for r in children)) / 3.6e6
     cpu = sum(r.info.end_time - r.info.start_time for r in children) / 3.6e6
     timings = dict(line.rsplit(" ", 1) for line in browser.find_element(By.ID, "timings").text.splitlines())

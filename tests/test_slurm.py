@@ -17,6 +17,7 @@ import torch
 
 from dnrt.config import config_hash, run_name
 from dnrt.engine.checkpoint import load_checkpoint
+from dnrt.tracking_schema import DETAIL_TAG, JOB_TAG
 from dnrt.train import checkpoint_path
 from tests.conftest import ROOT, SMALL, compose_cfg
 from tests.test_sweeps import PREEMPTED as REQUEUED
@@ -38,14 +39,14 @@ def test_sweep_on_slurm_with_a_cell_that_fails_mid_training(store, slurm_cluster
     assert proc.returncode != 0 and "1 run(s) failed" in out, out[-3000:]
     runs = store.runs()
     assert len(runs) == 2
-    job_ids = {r.data.tags["dnrt.job_id"] for r in runs}
+    job_ids = {r.data.tags[JOB_TAG] for r in runs}
     # SLURM (array) job ids, not host:pid: one job per run
     assert len(job_ids) == 2 and all(re.fullmatch(r"\d+(_\d+)?", j) for j in job_ids), job_ids
     by_lr = {lr: [r for r in runs if float(r.data.params["optim.lr"]) == lr] for lr in (1e-3, 1e30)}
     assert all(r.info.status == "FINISHED" for r in by_lr[1e-3])
     for run in by_lr[1e30]:
         assert run.info.status == "FAILED"
-        assert run.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
+        assert run.data.tags[DETAIL_TAG].startswith("failed: NonFiniteLoss: training loss became nan")
         assert "error.txt" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
 
 
@@ -97,7 +98,7 @@ def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
     assert f"STOP after global step {k}" in logs and "preempted in epoch 2 after step 3" in logs, logs[-3000:]
     assert f"{run_name(compose_cfg(REQUEUED))}: resumed at epoch 1 from" in logs, logs[-3000:]
     (run,) = store.runs("requeue")  # no duplicate run
-    assert run.info.status == "FINISHED" and run.data.tags["dnrt.status_detail"] == "finished"
+    assert run.info.status == "FINISHED" and run.data.tags[DETAIL_TAG] == "finished"
     assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
     _assert_same_as_uninterrupted(store, "requeue")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dnrt.tracking_schema import DETAIL_TAG, JOB_TAG, KIND_TAG, STARTUP_TAG, SWEEP_KIND, SWEEP_TAG
 from tests.conftest import FAST, TINY_RESNET, Store
 
 # Local sweeps and an Optuna search end to end: not in `make test-fast`.
@@ -41,21 +42,21 @@ def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
     good, bad = runs[1e-3], runs[1e30]
     assert good.info.status == "FINISHED" and "final/val_acc1" in good.data.metrics
     assert bad.info.status == "FAILED"
-    assert bad.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
+    assert bad.data.tags[DETAIL_TAG].startswith("failed: NonFiniteLoss: training loss became nan")
     error = Path(store.client.download_artifacts(bad.info.run_id, "error.txt", str(store.root)))
     assert "Traceback" in error.read_text() and "NonFiniteLoss" in error.read_text()
     assert "sweep summary" in out and "finished: 1" in out and "failed: 1" in out
-    assert good.data.tags["dnrt.startup"] == "warm"  # the process that failed the first cell ran it
-    assert good.data.tags["dnrt.job_id"] == bad.data.tags["dnrt.job_id"]  # one worker ran both
+    assert good.data.tags[STARTUP_TAG] == "warm"  # the process that failed the first cell ran it
+    assert good.data.tags[JOB_TAG] == bad.data.tags[JOB_TAG]  # one worker ran both
 
 
 def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
     store, _ = failed_sweep
     everything = store.runs(children_only=False)
-    (parent,) = [r for r in everything if r.data.tags.get("dnrt.kind") == "sweep"]
+    (parent,) = [r for r in everything if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     children = [r for r in everything if r is not parent]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
-    assert {r.data.tags["dnrt.sweep_id"] for r in children} == {parent.data.tags["dnrt.sweep_id"]}
+    assert {r.data.tags[SWEEP_TAG] for r in children} == {parent.data.tags[SWEEP_TAG]}
     assert parent.info.status == "FAILED"  # a run of it failed
     summary = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "summary.json",
                                                                str(store.root))).read_text())

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.tracking import TrackingUnreachable
+from dnrt.tracking_schema import ARR_RANKS_TAG, HASH_TAG, JOB_TAG, KIND_TAG, STARTUP_TAG, SWEEP_KIND, THREADS_TAG
 from dnrt.train import checkpoint_path, train
 from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg, without_session_threads
 
@@ -25,7 +26,7 @@ PARALLEL = ["hydra/launcher=parallel", "trainer.epochs=1", *SMALL]
 
 
 def _finished_by_hash(runs):
-    return {r.data.tags["dnrt.config_hash"] for r in runs if r.info.status == "FINISHED"}
+    return {r.data.tags[HASH_TAG] for r in runs if r.info.status == "FINISHED"}
 
 
 def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
@@ -40,7 +41,7 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
     runs = store.runs("fresh")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert len(_finished_by_hash(runs)) == 3
-    assert len({r.data.tags["dnrt.job_id"] for r in runs}) == 3  # three processes, one run each
+    assert len({r.data.tags[JOB_TAG] for r in runs}) == 3  # three processes, one run each
     default = store.client.get_experiment_by_name("Default")
     assert default is None or store.client.search_runs([default.experiment_id]) == []
 
@@ -57,12 +58,12 @@ def test_four_runs_on_two_workers_log_to_a_real_mlflow_server(store, mlflow_serv
 
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("server4")
-    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("dnrt.kind") != "sweep"]
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(KIND_TAG) != SWEEP_KIND]
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
-    assert sorted(r.data.tags["dnrt.startup"] for r in runs) == ["cold"] * 2 + ["warm"] * 2
-    job = {int(r.data.params["seed"]): r.data.tags["dnrt.job_id"] for r in runs}
+    assert sorted(r.data.tags[STARTUP_TAG] for r in runs) == ["cold"] * 2 + ["warm"] * 2
+    job = {int(r.data.params["seed"]): r.data.tags[JOB_TAG] for r in runs}
     assert job[0] == job[2] != job[1] == job[3]  # two workers, runs dealt round-robin
-    assert {r.data.tags["dnrt.threads"] for r in runs} == {"1"}
+    assert {r.data.tags[THREADS_TAG] for r in runs} == {"1"}
     for run in runs:  # every epoch of every metric arrived exactly once
         for key in ("train/loss", "val/acc1", "lr", "epoch_time_s"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
@@ -124,7 +125,7 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
                          timeout=900)
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
     (one,), (two,) = store.runs("single"), store.runs("ddp")  # only rank 0 logs: one run
-    assert two.data.tags["dnrt.arr_ranks_identical"] == "true"
+    assert two.data.tags[ARR_RANKS_TAG] == "true"
     # The exact equality of DDP and one process is tests/test_ddp_exact.py's; here the all-reduce's float
     # order drifts the weights by ~1e-3 over two epochs, enough to flip an image on the decision boundary
     # (seen: 39.09 vs 38.18 %, one image of 110). Two flipped images are allowed, a real divergence is not.
@@ -133,9 +134,9 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
     assert abs(two.data.metrics["final/val_acc1"] - one.data.metrics["final/val_acc1"]) <= two_images + 1e-9
     assert two.data.metrics["train/loss"] == pytest.approx(one.data.metrics["train/loss"], rel=1e-3)
     a = load_checkpoint(checkpoint_path(compose_cfg([*common, *store.overrides("single")]),
-                                        one.data.tags["dnrt.config_hash"]))
+                                        one.data.tags[HASH_TAG]))
     b = load_checkpoint(checkpoint_path(compose_cfg([*common, *store.overrides("ddp")]),
-                                        two.data.tags["dnrt.config_hash"]))
+                                        two.data.tags[HASH_TAG]))
     for key in a["arr"]:  # same global batches in the same order: the same class means, up to the drift
         # that float all-reduce order puts into the weights over two epochs (about 1e-3 in deep taps)
         assert torch.allclose(a["arr"][key].double(), b["arr"][key].double(), rtol=2e-2, atol=1e-2), key

@@ -13,6 +13,16 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
+from dnrt.tracking_schema import (
+    ACT_TAG,
+    HASH_TAG,
+    KIND_TAG,
+    MODEL_TAG,
+    REGULARIZER_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    tag_filter,
+)
 from tests.services import unavailable
 from tests.services.mlflow_server import MlflowService, start_mlflow_ui
 from tests.sweep_store import SweepStore, sweep_store_fixture  # noqa: F401  (session fixture)
@@ -22,7 +32,7 @@ CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1800")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMPARED_PARAMS = ("model.name", "act.name", "regularizer.name", "dataset.name", "seed", "optim.lr")
-COMPARED_TAGS = ("dnrt.model", "dnrt.act", "dnrt.regularizer", "dnrt.config_hash", "mlflow.parentRunId")
+COMPARED_TAGS = (MODEL_TAG, ACT_TAG, REGULARIZER_TAG, HASH_TAG, "mlflow.parentRunId")
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +58,10 @@ def test_rest_api_lists_the_sweep(ui: MlflowService, sweep_store: SweepStore) ->
     exp = api(ui, "experiments/get-by-name", query={"experiment_name": sweep_store.experiment})["experiment"]
     assert exp["experiment_id"] == sweep_store.experiment_id
     found = api(ui, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000,
-                                    "filter": f"tags.`dnrt.sweep_id` = '{sweep_store.sweep_id}'"})["runs"]
+                                    "filter": tag_filter(SWEEP_TAG, sweep_store.sweep_id)})["runs"]
     served = {r["info"]["run_name"]: r for r in found}
     parent = served.pop(f"sweep-{sweep_store.sweep_id}")
-    assert _as_dict(parent["data"]["tags"])["dnrt.kind"] == "sweep"
+    assert _as_dict(parent["data"]["tags"])[KIND_TAG] == SWEEP_KIND
     truth = {r.info.run_name: r for r in sweep_store.child_runs()}
     assert set(served) == set(truth) and len(truth) == 16
     for name, run in served.items():
