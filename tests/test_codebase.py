@@ -7,7 +7,7 @@ import ast
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.harness.config import ROOT
 
 LIBRARY = ["dnrt", "hydra_plugins", "analysis", "benchmarks"]
 MAX_LINES = 400

@@ -19,7 +19,7 @@ from dnrt.engine.build import build_components
 from dnrt.engine.distributed import DistInfo
 from dnrt.engine.loops import StepConfig, backward_and_step, train_one_epoch
 from dnrt.engine.trainer import Trainer
-from tests.conftest import FAST, compose_cfg
+from tests.harness.config import FAST, compose_cfg
 
 STEPS = 196  # CIFAR: 50,000 images in batches of 256, the last one kept
 

@@ -12,7 +12,7 @@ import torch
 from dnrt.config import config_hash
 from dnrt.tracking import HASH_TAG, HEARTBEAT_TAG, JOB_TAG, ensure_experiment
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, compose_cfg
+from tests.harness.config import FAST, compose_cfg
 
 TINY = [*FAST, "dataset.fraction=0.1", "trainer.epochs=1"]
 

@@ -13,7 +13,7 @@ import dnrt.engine.trainer as trainer_module
 from dnrt.config import ConfigError
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, SMALL, TINY_RESNET, compose_cfg
+from tests.harness.config import FAST, SMALL, TINY_RESNET, compose_cfg
 from tests.test_sweeps import PREEMPTED, train_as_launched, uninterrupted_reference
 
 # Real trainings through train(): not in `make test-fast`.
