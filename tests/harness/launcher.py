@@ -44,13 +44,14 @@ _USER_ENV: dict[str, str | None] = {}  # the values SESSION_THREADS replaced
 
 
 def set_session_threads() -> None:
-    """Give this process :data:`SESSION_THREADS` (called once, from ``pytest_configure``)."""
-    import torch
-
+    """Give this process :data:`SESSION_THREADS` (called once, from ``pytest_configure``): torch reads
+    ``OMP_NUM_THREADS`` when it is imported, and is told directly if it already was."""
     for key, value in SESSION_THREADS.items():
         _USER_ENV.setdefault(key, os.environ.get(key))
         os.environ[key] = value
-    torch.set_num_threads(int(SESSION_THREADS["OMP_NUM_THREADS"]))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(SESSION_THREADS["OMP_NUM_THREADS"]))
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -102,13 +103,12 @@ def run_script(script: Path, args: list[str], cwd: Path, env: Mapping[str, str])
     threads = _torch_threads()
     code = 0
     argv = [str(script), *args]
+    environ = dict(os.environ)
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        patch.setattr(sys, "argv", argv)
+        patch.setattr(sys, "argv", argv[:])
         patch.chdir(cwd)
-        for key in set(os.environ) - set(env):
-            patch.delenv(key)
-        for key, value in env.items():
-            patch.setenv(key, value)
+        os.environ.clear()
+        os.environ.update(env)
         GlobalHydra.instance().clear()
         try:
             runpy.run_path(str(script), run_name="__main__")
@@ -121,6 +121,8 @@ def run_script(script: Path, args: list[str], cwd: Path, env: Mapping[str, str])
             code = 1
         finally:
             GlobalHydra.instance().clear()
+            os.environ.clear()  # whole: what the script set as well as what the call changed
+            os.environ.update(environ)
             for handler in root.handlers:
                 if handler not in handlers:
                     handler.close()
