@@ -76,8 +76,9 @@ def test_run_script_runs_as_main_with_the_given_argv_cwd_and_env(tmp_path: Path,
 
 
 def test_run_script_undoes_hydra_logging_and_thread_state(tmp_path: Path) -> None:
-    """A real ``@hydra.main`` app: Hydra's global state, the job-logging handlers it installs on the root
-    logger, the root level and torch's thread count are what they were before the call."""
+    """A real ``@hydra.main`` app, then Hydra initialised and left so: Hydra's global state, the job-logging
+    handlers Hydra installs on the root logger, the root level and torch's thread count are what they were
+    before the call."""
     body = f"""\
         import logging
         import hydra
@@ -90,6 +91,7 @@ def test_run_script_undoes_hydra_logging_and_thread_state(tmp_path: Path) -> Non
             torch.set_num_threads({torch.get_num_threads() + 1})
 
         main()
+        hydra.initialize(version_base="1.3", config_path=None)  # entered, never left: Hydra stays initialised
     """
     root = logging.getLogger()
     handlers, level, threads = root.handlers[:], root.level, torch.get_num_threads()
