@@ -169,6 +169,8 @@ def generated(pytester: pytest.Pytester, monkeypatch) -> pytest.Pytester:
     pytester.makepyfile(test_one=textwrap.dedent(TESTS), test_two=textwrap.dedent(TESTS))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("HARNESS_RECORD", str(pytester.path / "record.jsonl"))
+    for key in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(key, raising=False)  # this session's, when it runs under xdist itself
     return pytester
 
 
