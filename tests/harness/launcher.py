@@ -95,12 +95,15 @@ def run_script(script: Path, args: list[str], cwd: Path, env: Mapping[str, str])
     Undone afterwards: ``sys.argv``, the working directory, the environment, Hydra's global state, the
     root logger's handlers and level (Hydra's job logging adds its own), and torch's intra-op thread
     count (a run sets it from its config)."""
+    # torch imported under the session's environment, not the script's (OpenMP reads OMP_NUM_THREADS when
+    # torch is first imported), so the count restored afterwards is the session's
+    import torch
     from hydra.core.global_hydra import GlobalHydra
 
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    threads = _torch_threads()
+    threads = torch.get_num_threads()
     code = 0
     argv = [str(script), *args]
     environ = dict(os.environ)
@@ -128,14 +131,6 @@ def run_script(script: Path, args: list[str], cwd: Path, env: Mapping[str, str])
                     handler.close()
             root.handlers[:] = handlers
             root.setLevel(level)
-            if threads is not None:
-                import torch
-
-                torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
-
-def _torch_threads() -> int | None:
-    """torch's intra-op thread count, or None when torch is not imported (a script that does not use it)."""
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else None
