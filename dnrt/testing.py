@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dnrt.tracking.run import HASH_TAG
-
 __all__ = ["StoredSweep", "generate_sweep_store", "write_cifar10", "write_cifar100", "write_graph",
            "write_image_folder"]
 
@@ -166,10 +164,13 @@ def generate_sweep_store(uri: str, experiment: str, cells: list[dict[str, str]],
     three calls (create, log_batch, terminate), which makes a paper-scale store of 1,000 runs a matter of
     minutes instead of seconds (``benchmarks/analysis_scale.py`` prints the time this takes). The schema
     is the one MLflow migrates the file to first, through the client."""
+    # here, not at the top: MLflow takes seconds to import, and the file writers above do not need it
     from mlflow import MlflowClient
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
+
+    from dnrt.tracking.run import HASH_TAG
 
     rng = np.random.default_rng(rng_seed)
     client = MlflowClient(uri)  # creates and migrates the schema on first use
