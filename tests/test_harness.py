@@ -17,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from tests.harness import launcher
 from tests.harness.config import ROOT
 from tests.harness.hooks import XDIST_GROUPS
+from tests.harness.store import Store
 
 
 def script(tmp_path: Path, body: str) -> Path:
@@ -197,3 +198,11 @@ def test_tests_sharing_a_session_or_module_fixture_run_on_one_xdist_worker(gener
     for group in ("slurm", "store", "trained test_one", "trained test_two"):
         assert len(workers[group]) == 1, (group, dict(workers))
     assert set().union(*workers.values()) == {"gw0", "gw1"}  # both workers ran tests: the groups mattered
+
+
+def test_a_store_env_points_at_the_store_and_extra_keys_override(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    env = store.env()
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert env["DNRT_CKPT_DIR"] == str(tmp_path / "checkpoints")
+    assert store.env(MLFLOW_TRACKING_URI="http://127.0.0.1:5000", X="1")["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"

@@ -63,8 +63,9 @@ class Store:
         return [r for r in runs if status is None or r.info.status == status]
 
     def env(self, **extra: str) -> dict[str, str]:
-        """A launched command's environment (:func:`launcher.base_env`) pointing at this store."""
-        return launcher.base_env(MLFLOW_TRACKING_URI=self.uri, DNRT_CKPT_DIR=str(self.ckpt_root), **extra)
+        """A launched command's environment (:func:`launcher.base_env`) pointing at this store; ``extra``
+        adds to it or overrides it."""
+        return launcher.base_env(**{"MLFLOW_TRACKING_URI": self.uri, "DNRT_CKPT_DIR": str(self.ckpt_root), **extra})
 
     def launch(self, *args: str, own_process: bool = False, env: dict[str, str] | None = None,
                check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
