@@ -22,19 +22,18 @@ setup: .venv/.installed
 	touch $@
 
 # Two pytest-xdist workers; the tests sharing a SLURM cluster or the sweep store stay on one worker each
-# (tests/services/plugin.py). TEST_WORKERS=0 runs everything in this process.
+# (tests/harness/hooks.py). TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
-# The unit tier (docs/testing.md): no service, no launch.py process, no training beyond a step.
-FAST_MARKS := not slow and not slurm and not browser and not services
 
 # pytest's exit code 5 (no tests collected) is a failure, not a pass.
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
+# The fast tier: the tests tests/harness/hooks.py marks `fast` (none of its long markers).
 test-fast: setup
-	$(PY) -m pytest $(XDIST) -m "$(FAST_MARKS)" $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest $(XDIST) -m fast $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: setup

@@ -13,6 +13,7 @@ from torch import nn
 from benchmarks.complexity import markdown, measure_latency
 from dnrt.models import create_model
 from dnrt.models.macs import count_macs
+from tests.harness.hooks import module_fixture
 
 # FLOP counts at 224 px: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ VIT_TOKENS, VIT_DIM, VIT_HIDDEN, VIT_DEPTH = 197, 192, 768, 12
 TNT_PATCHES, TNT_PIXELS, TNT_INNER_HIDDEN, TNT_OUTER_HIDDEN, TNT_DEPTH = 196, 16, 96, 1536, 12
 
 
-@pytest.fixture(scope="module")
+@module_fixture
 def vit_counts() -> dict[str, dict]:
     torch.manual_seed(0)
     return {act: count_macs(create_model("vit_tiny", 1000, 224, act=act).model) for act in ("relu", "raa")}

@@ -13,7 +13,8 @@ from PIL import Image
 
 from dnrt.data import CifarData, DeviceLoader, PILLoader, SeededDataset, array_transform
 from dnrt.data.pil import ArraySource, seeded_rng
-from tests.test_data import CIFAR10_MEAN, CIFAR10_STD, collect, to_uint8, write_cifar10
+from dnrt.testing import write_cifar10
+from tests.test_data import CIFAR10_MEAN, CIFAR10_STD, collect, to_uint8
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def test_keep_last_batch_visits_every_sample_once(path, n):
 
 def test_paper_presets_set_the_authors_data_recipe_and_defaults_stay_neutral():
     from dnrt.config import signed_params
-    from tests.conftest import compose_cfg
+    from tests.harness.config import compose_cfg
 
     for preset in ("paper_ablation", "paper_vit", "paper_cnn", "paper_longtail", "paper_imagenet1k"):
         d = compose_cfg([f"experiment={preset}"]).dataset

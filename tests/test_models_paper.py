@@ -420,7 +420,7 @@ def test_stem_key_from_the_config():
     from omegaconf import open_dict
 
     from dnrt.config import config_hash
-    from tests.conftest import compose_cfg
+    from tests.harness.config import compose_cfg
 
     cfg = compose_cfg(["model=vgg11", "model.stem=imagenet"])
     with torch.device("meta"):

@@ -7,8 +7,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 import dnrt  # noqa: F401  (registers the resolvers the presets use)
-from tests.conftest import compose_cfg
-from tests.test_data import write_cifar10
+from dnrt.testing import write_cifar10
+from tests.harness.config import compose_cfg
 
 PRESETS = ["paper_vit", "paper_cnn", "paper_imagenet1k", "paper_ablation", "paper_longtail"]
 
@@ -44,7 +44,7 @@ def test_paper_vit_smoke_sweep(store, tmp_path):
     its own tests (tests/test_recipe.py)."""
     write_cifar10(tmp_path / "data" / "cifar10", per_class_train=20, per_class_test=4)
     env_args = [f"data_dir={tmp_path / 'data'}", "trainer.progress=false", "trainer.threads=1", "trainer.amp=false"]
-    proc = store.launch_here("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
+    proc = store.launch("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
                              "dataset=cifar10", "mechanism=dnrt",
                              "tracking.experiment=test", *env_args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -18,7 +18,7 @@ import shlex
 import pytest
 import torch
 
-from tests.conftest import ROOT, compose_cfg
+from tests.harness.config import ROOT, compose_cfg
 
 pytestmark = pytest.mark.slow  # each command is a launch.py run (in this process)
 
@@ -136,7 +136,7 @@ def test_doc_command_plans(command, shown_error, store):
     # no data but what the command makes: data_dir is the default, relative to this test's directory
     env = {k: v for k, v in store.env().items() if k != "DNRT_DATA_DIR"}
     if any(flag in args for flag in NOT_PLANNED):
-        proc = store.launch_here(*args, env=env)
+        proc = store.launch(*args, env=env)
         assert proc.returncode == 0 and proc.stdout.strip(), f"exit {proc.returncode}:\n{proc.stderr[-2000:]}"
         return
     args = [a for a in args if a not in ("--plan", "--plan-json")]
@@ -144,7 +144,7 @@ def test_doc_command_plans(command, shown_error, store):
         assert compose_cfg([a for a in args if a != "-m"], return_hydra_config=True).hydra.sweeper
         return
     if shown_error is not None:  # its plan refuses the one cell with the error the docs show
-        proc = store.launch_here(*args, f"tracking.uri={store.uri}", "--plan-json", env=env)
+        proc = store.launch(*args, f"tracking.uri={store.uri}", "--plan-json", env=env)
         expected = shown_error.removeprefix("error: ").split("...")[0].rstrip()
         cells = _plan(proc.stdout)["cells"] if proc.returncode == 0 else []
         assert [(c["action"], c["detail"][:len(expected)]) for c in cells] == [("refused", expected)], (
@@ -152,7 +152,7 @@ def test_doc_command_plans(command, shown_error, store):
         return
     for overrides in covering_plans(args):
         # the store under test, whatever store the command names
-        proc = store.launch_here(*overrides, f"tracking.uri={store.uri}", "--plan-json", env=env)
+        proc = store.launch(*overrides, f"tracking.uri={store.uri}", "--plan-json", env=env)
         assert proc.returncode == 0, f"{overrides}: exit {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
         plan = _plan(proc.stdout)
         assert plan["cells"], f"{overrides}: the plan has no cells"

@@ -20,7 +20,7 @@ from dnrt.engine.loops import StepConfig, backward_and_step, train_one_epoch
 from dnrt.engine.trainer import Trainer
 from dnrt.factory import build_components
 from dnrt.preflight import check_run
-from tests.conftest import FAST, compose_cfg
+from tests.harness.config import FAST, compose_cfg
 
 STEPS = 196  # CIFAR: 50,000 images in batches of 256, the last one kept
 

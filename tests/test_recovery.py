@@ -13,7 +13,7 @@ from dnrt.config import config_hash
 from dnrt.tracking import ensure_experiment
 from dnrt.tracking_schema import DETAIL_TAG, HASH_TAG, HEARTBEAT_TAG, JOB_TAG
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, compose_cfg
+from tests.harness.config import FAST, compose_cfg
 
 TINY = [*FAST, "dataset.fraction=0.1", "trainer.epochs=1"]
 

@@ -4,7 +4,6 @@ parent run, and an Optuna search whose trials are MLflow runs."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,9 @@ import pytest
 import yaml
 
 from dnrt.tracking_schema import DETAIL_TAG, JOB_TAG, KIND_TAG, STARTUP_TAG, SWEEP_KIND, SWEEP_TAG
-from tests.conftest import FAST, TINY_RESNET, Store
+from tests.harness.config import FAST, TINY_RESNET
+from tests.harness.hooks import module_fixture
+from tests.harness.store import Store, migrated_store
 
 # Local sweeps and an Optuna search end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -20,17 +21,15 @@ pytestmark = pytest.mark.slow
 TINY = ["trainer.epochs=1", *TINY_RESNET, *FAST, "dataset.fraction=0.1"]
 
 
-@pytest.fixture(scope="module")
+@module_fixture
 def failed_sweep(tmp_path_factory, migrated_db) -> tuple[Store, subprocess.CompletedProcess]:
     """A sweep of two cells packed into one worker process (the parallel launcher with one job);
     optim.lr=1e30 drives the first cell's loss to NaN mid-epoch, and the same process must go on to the
     second. The launchers share the per-cell isolation (:func:`dnrt.launching.entry.run_job`); the SLURM
     case is tests/test_slurm.py's."""
-    root = tmp_path_factory.mktemp("failed-sweep")
-    shutil.copyfile(migrated_db, root / "mlflow.db")
-    store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
+    store = migrated_store(tmp_path_factory.mktemp("failed-sweep"), migrated_db)
     launcher = ["hydra/launcher=parallel", "hydra.launcher.max_jobs=1"]
-    return store, store.launch_here("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
+    return store, store.launch("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
 
 
 def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
@@ -71,7 +70,7 @@ def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
 
 
 def test_arr_optuna_search_runs_its_trials(store):
-    proc = store.launch_here("hparams_search=arr_optuna", "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
+    proc = store.launch("hparams_search=arr_optuna", "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
                              f"hydra.sweep.dir={store.root / 'search'}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = store.runs()

@@ -17,7 +17,7 @@ from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.tracking import TrackingUnreachable
 from dnrt.tracking_schema import ARR_RANKS_TAG, HASH_TAG, JOB_TAG, KIND_TAG, STARTUP_TAG, SWEEP_KIND, THREADS_TAG
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg, without_session_threads
+from tests.harness.config import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg
 
 # Sweeps, DDP and preemption end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
     store = fresh_store
     assert not (store.root / "mlflow.db").exists()
     # the launcher in this process, its three workers in their own, all three started together
-    proc = store.launch_here("-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh",
+    proc = store.launch("-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh",
                              env=store.env(DNRT_MAX_PARALLEL="3"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs("fresh")
@@ -50,8 +50,8 @@ def test_four_runs_on_two_workers_log_to_a_real_mlflow_server(store, mlflow_serv
     """Two worker processes write concurrently over HTTP, each dealt a cold run and then a warm one
     round-robin, on the one thread the launcher gives each worker."""
     # with trainer.threads=0 a run's thread count comes from the launcher's setup lines (else the cores)
-    env = without_session_threads(store.env(MLFLOW_TRACKING_URI=mlflow_server.uri, DNRT_MAX_PARALLEL="2"))
-    proc = store.launch_here("-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2", *SMALL,
+    env = store.env(MLFLOW_TRACKING_URI=mlflow_server.uri, DNRT_MAX_PARALLEL="2")
+    proc = store.launch("-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2", *SMALL,
                              "trainer.threads=0", "seed=range(4)", "tracking.experiment=server4", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow import MlflowClient
@@ -78,9 +78,8 @@ def test_unreachable_tracking_server_fails_before_training(store):
 
 
 def test_slurm_preset_without_sbatch_says_to_use_parallel(store):
-    env = {**store.env(), "PATH": os.path.dirname(sys.executable)}  # a PATH with no SLURM on it
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm", "seed=0,1"],
-                          cwd=store.root, env=env, capture_output=True, text=True, timeout=300)
+    env = store.env(PATH=os.path.dirname(sys.executable))  # a PATH with no SLURM on it
+    proc = store.launch("-m", "hydra/launcher=slurm", "seed=0,1", env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "(missing: sbatch, srun)" in proc.stderr and "hydra/launcher=parallel" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -95,7 +94,7 @@ def test_interrupted_sweep_finishes_only_what_is_missing(store):
     its pid, resumes it from its last epoch, and trains the fourth."""
     cells = ["hydra/launcher=local", "trainer.epochs=1,2", "seed=0,1", *SMALL, *store.overrides()]
     k = steps_per_epoch(compose_cfg(SMALL)) + 3  # epoch 2 of the first 2-epoch run
-    first = store.launch("-m", *cells, f"trainer.signal_at_step={{step:{k},signal:KILL}}")
+    first = store.launch("-m", *cells, f"trainer.signal_at_step={{step:{k},signal:KILL}}", own_process=True)
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     before = store.runs()
     assert sorted((r.data.params["trainer.epochs"], r.data.params["seed"], r.info.status) for r in before) == [
@@ -184,7 +183,8 @@ def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(stor
     cfg = compose_cfg([*common, *store.overrides("cut")])
     steps = steps_per_epoch(cfg)
     stop_at = steps + 5  # SIGTERM to itself right after the 5th step of epoch 2
-    cut = store.launch(*common, "tracking.experiment=cut", f"trainer.signal_at_step={{step:{stop_at},signal:TERM}}")
+    cut = store.launch(*common, "tracking.experiment=cut", f"trainer.signal_at_step={{step:{stop_at},signal:TERM}}",
+                       own_process=True)
     out = cut.stdout + cut.stderr
     assert cut.returncode != 0 and "caught SIGTERM" in out, out[-2000:]
     assert "preempted in epoch 2 after step 5" in out, out[-2000:]

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from dnrt import tracking_schema as schema
 from dnrt.tracking_schema import EXECUTION_KEYS, HIDDEN_KEYS, RunStatus, is_execution_key, is_logged_param
-from tests.conftest import CONF, ROOT, compose_cfg
+from tests.harness.config import CONF, ROOT, compose_cfg
 
 # The strings in MLflow stores today: the one place outside the schema that spells them. Changing one
 # orphans every earlier run that carries it.

@@ -26,7 +26,7 @@ from dnrt.tracking_schema import (
     THREADS_TAG,
 )
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, SMALL, TINY_RESNET, compose_cfg
+from tests.harness.config import FAST, SMALL, TINY_RESNET, compose_cfg
 from tests.test_sweeps import PREEMPTED, train_as_launched, uninterrupted_reference
 
 # Real trainings through train(): not in `make test-fast`.
@@ -237,7 +237,7 @@ def test_the_job_comes_as_an_argument_and_the_entry_point_reads_it_from_the_sche
     started = time.time() - 100.0
     train(compose_cfg([*base, "seed=1"]), job=Job("4242_7", started=started, warm=True))
     train(compose_cfg([*base, "seed=2"]))
-    proc = store.launch_here(*base, "seed=3", env=store.env(SLURM_JOB_ID="888"))
+    proc = store.launch(*base, "seed=3", env=store.env(SLURM_JOB_ID="888"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = {int(r.data.params["seed"]): r for r in store.runs()}
     tags = {seed: (r.data.tags[JOB_TAG], r.data.tags[STARTUP_TAG]) for seed, r in runs.items()}

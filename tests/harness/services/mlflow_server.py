@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import ServiceUnavailable, die_with_parent, free_port, stop_process, tail, wait_for
+from tests.harness.services import ServiceUnavailable, die_with_parent, free_port, stop_process, tail, wait_for
 
 # One uvicorn worker: uvicorn then serves in-process. With several workers its supervisor kills
 # and restarts workers that miss a health ping, which happens on a loaded machine while
