@@ -10,8 +10,7 @@ from dnrt.factory import build_components
 from dnrt.launching.cost import StepTimes, speed_key
 from dnrt.preflight import check_run
 from dnrt.types import DistInfo
-
-from .conftest import SMALL, compose_cfg
+from tests.harness.config import SMALL, compose_cfg
 
 EPOCHS = 3
 CELLS = [*SMALL, f"trainer.epochs={EPOCHS}", "act=gelu,raa"]
@@ -19,7 +18,7 @@ CELLS = [*SMALL, f"trainer.epochs={EPOCHS}", "act=gelu,raa"]
 
 def _plan(store, *args: str, table=None) -> dict:
     env = store.env(DNRT_STEP_TIMES=str(table or store.root / "step_times.json"))
-    proc = store.launch_here("-m", *args, *store.overrides(), "--plan-json", env=env, check=True)
+    proc = store.launch("-m", *args, *store.overrides(), "--plan-json", env=env, check=True)
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
@@ -58,7 +57,7 @@ def test_without_store_runs_or_calibration_the_cost_is_unknown(store):
 
 
 def test_store_runs_are_preferred_over_the_calibration(store):
-    store.launch_here(*SMALL, "trainer.epochs=1", "act=gelu", *store.overrides(), check=True)
+    store.launch(*SMALL, "trainer.epochs=1", "act=gelu", *store.overrides(), check=True)
     (run,) = store.runs()
     table = StepTimes(store.root / "step_times.json")
     other = compose_cfg([*SMALL, "act=gelu"])

@@ -12,8 +12,9 @@ import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
+from dnrt.tracking_schema import ARR_RANKS_TAG, HASH_TAG
 from dnrt.train import checkpoint_path
-from tests.conftest import FAST, ROOT, compose_cfg
+from tests.harness.config import FAST, ROOT, compose_cfg
 
 # two tasks of one core each on the one-node cluster; each task's process holds torch and a model
 TWO_TASKS = ["hydra/launcher=slurm", "resources=debug_cpu", "hydra.launcher.tasks_per_node=2",
@@ -32,13 +33,13 @@ def test_two_slurm_tasks_train_one_run_as_torchrun_does(store, slurm_cluster):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + slurm_cluster.logs()
     (a,), (b,) = store.runs("torchrun"), store.runs("slurm2")  # rank 0 logs: one run each
     assert b.info.status == "FINISHED"
-    assert b.data.tags["dnrt.arr_ranks_identical"] == "true"
+    assert b.data.tags[ARR_RANKS_TAG] == "true"
     for metric in ("final/val_acc1", "train/loss", "train/loss_arr"):
         assert b.data.metrics[metric] == a.data.metrics[metric], metric
     ca = load_checkpoint(checkpoint_path(compose_cfg([*COMMON, *store.overrides("torchrun")]),
-                                         a.data.tags["dnrt.config_hash"]))
+                                         a.data.tags[HASH_TAG]))
     cfg = compose_cfg([*COMMON, *store.overrides("slurm2")])
-    assert b.data.tags["dnrt.config_hash"] == config_hash(cfg)
+    assert b.data.tags[HASH_TAG] == config_hash(cfg)
     cb = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
     for part in ("model", "arr"):
         for key, tensor in ca[part].items():

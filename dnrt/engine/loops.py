@@ -15,6 +15,20 @@ from torch import nn
 from tqdm import tqdm
 
 from ..nn import ARR
+from ..tracking_schema import (
+    EPOCH_TIME,
+    LR,
+    TRAIN_ACC1,
+    TRAIN_DATA_TIME_FRAC,
+    TRAIN_LOSS,
+    TRAIN_LOSS_ARR,
+    TRAIN_LOSS_CE,
+    TRAIN_THROUGHPUT,
+    VAL_ACC1,
+    VAL_ACC5,
+    VAL_LOSS,
+    VAL_LOSS_ARR,
+)
 from .amp import autocast
 from .faults import SignalAt, after_step
 
@@ -113,10 +127,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch}")
     seen = max(seen, 1.0)
     return {
-        "train/loss": loss_sum / seen, "train/loss_ce": ce_sum / seen, "train/loss_arr": arr_sum / seen,
-        "train/acc1": 100.0 * correct / seen, "lr": optimizer.param_groups[0]["lr"],
-        "epoch_time_s": elapsed, "train/throughput_img_s": seen / max(elapsed, 1e-9),
-        "train/data_time_frac": data_time / max(elapsed, 1e-9),
+        TRAIN_LOSS: loss_sum / seen, TRAIN_LOSS_CE: ce_sum / seen, TRAIN_LOSS_ARR: arr_sum / seen,
+        TRAIN_ACC1: 100.0 * correct / seen, LR: optimizer.param_groups[0]["lr"],
+        EPOCH_TIME: elapsed, TRAIN_THROUGHPUT: seen / max(elapsed, 1e-9),
+        TRAIN_DATA_TIME_FRAC: data_time / max(elapsed, 1e-9),
     }
 
 
@@ -159,7 +173,7 @@ def evaluate(model: nn.Module, loader, arr: ARR | None, device: torch.device,
                              (top == y[:, None]).any(1).sum(), reg * n, torch.tensor(n, device=device)]).double()
     ce, c1, c5, reg_sum, seen = sums.tolist()
     seen = max(seen, 1.0)
-    out = {"val/loss": ce / seen, "val/acc1": 100.0 * c1 / seen, "val/acc5": 100.0 * c5 / seen}
+    out = {VAL_LOSS: ce / seen, VAL_ACC1: 100.0 * c1 / seen, VAL_ACC5: 100.0 * c5 / seen}
     if arr is not None:
-        out["val/loss_arr"] = reg_sum / seen
+        out[VAL_LOSS_ARR] = reg_sum / seen
     return out

@@ -10,11 +10,12 @@ from ..config import ConfigError
 from ..data.dgraph import NodeView
 from ..engine.amp import grad_scaler
 from ..factory import CheckedRun, Task, build_arr, build_model, build_optimizer, build_scheduler, register_task
+from ..tracking_schema import VAL_AUC
 from ..types import Components, DistInfo
 from .loops import evaluate_nodes
 from .models import has_pyg
 
-HEADLINE = "val/auc"
+HEADLINE = VAL_AUC
 
 
 def sample_view(in_chans: int, device: torch.device) -> NodeView:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..engine.amp import autocast
 from ..nn import ARR
+from ..tracking_schema import VAL_LOSS_ARR, split_metric
 
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -49,9 +50,9 @@ def evaluate_nodes(model: nn.Module, loaders: dict, arr: ARR | None, device: tor
             with autocast(device, amp_dtype):
                 logits = model(view).float()
                 reg = arr(y) if arr is not None and split == "val" else None
-            out[f"{split}/loss"] = float(F.cross_entropy(logits, y))
-            out[f"{split}/acc1"] = 100.0 * float((logits.argmax(1) == y).float().mean())
-            out[f"{split}/auc"] = 100.0 * binary_auc(logits.softmax(1)[:, 1], y)
+            out[split_metric(split, "loss")] = float(F.cross_entropy(logits, y))
+            out[split_metric(split, "acc1")] = 100.0 * float((logits.argmax(1) == y).float().mean())
+            out[split_metric(split, "auc")] = 100.0 * binary_auc(logits.softmax(1)[:, 1], y)
             if reg is not None:
-                out["val/loss_arr"] = float(reg)
+                out[VAL_LOSS_ARR] = float(reg)
     return out

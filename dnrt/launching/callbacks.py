@@ -14,10 +14,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ..tracking_schema import SUMMARY_ARTIFACT, RunStatus, sweep_metric
 from .context import read_context
 from .summary import print_summary, read_summary
-
-STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
 
 
 class SweepFailed(SystemExit):
@@ -38,12 +37,12 @@ class SweepCallback(Callback):
             return
         rows = read_summary(sweep_dir)
         counts = print_summary(rows)
-        failed = counts.get("failed", 0)
+        failed = counts.get(RunStatus.FAILED, 0)
         client = MlflowClient(context.tracking_uri)
-        with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), "summary.json")
-        for status in STATUSES:
-            with_retry(client.log_metric, context.parent_run_id, f"sweep/{status}", counts.get(status, 0))
+        with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), SUMMARY_ARTIFACT)
+        for status in RunStatus:
+            with_retry(client.log_metric, context.parent_run_id, sweep_metric(status), counts.get(status, 0))
         with_retry(client.set_terminated, context.parent_run_id, status="FAILED" if failed else "FINISHED")
         if failed:
-            reasons = "; ".join(f"{r['run_name']}: {r['detail']}" for r in rows if r["status"] == "failed")
+            reasons = "; ".join(f"{r['run_name']}: {r['detail']}" for r in rows if r["status"] == RunStatus.FAILED)
             raise SweepFailed(f"{failed} run(s) failed: {reasons}")

@@ -23,9 +23,9 @@ from ..data import EpochLoader
 from ..data.sampling import derive_seed, stratified_subset
 from ..engine.loops import StepConfig, train_one_epoch
 from ..factory import build_components
+from ..tracking_schema import DEVICE_TAG, EPOCH_TIME, TRAIN_THROUGHPUT
 from ..types import DistInfo
 
-DEVICE_TAG = "dnrt.device"
 CALIBRATION_STEPS = (2, 5)  # warm-up steps, timed steps
 
 
@@ -102,15 +102,15 @@ def store_step_time(cfg: DictConfig, runs: list, device: str) -> tuple[float, st
     times = []
     for run in runs:
         p, m = run.data.params, run.data.metrics
-        if run.info.status not in ("FINISHED", "RUNNING") or "train/throughput_img_s" not in m:
+        if run.info.status not in ("FINISHED", "RUNNING") or TRAIN_THROUGHPUT not in m:
             continue
         their = (p.get("model.name"), p.get("act.name"), p.get("regularizer.name"),
                  p.get("dataset.img_size"), p.get("trainer.batch_size"))
         if their != key:
             continue
-        if run.data.tags.get(DEVICE_TAG, "").split(":")[0] != device or m["train/throughput_img_s"] <= 0:
+        if run.data.tags.get(DEVICE_TAG, "").split(":")[0] != device or m[TRAIN_THROUGHPUT] <= 0:
             continue
-        times.append(int(cfg.trainer.batch_size) / m["train/throughput_img_s"])
+        times.append(int(cfg.trainer.batch_size) / m[TRAIN_THROUGHPUT])
     if not times:
         return None
     return statistics.median(times), f"store: {len(times)} run(s) on {device}"
@@ -170,7 +170,7 @@ def calibrate(run, device_name: str | None = None) -> tuple[float, str]:
     args = (parts.model, None, parts.optimizer, parts.scheduler, parts.arr, step_cfg, 0, parts.device)
     train_one_epoch(*args[:1], _FirstBatches(parts.train_loader, warmup), *args[2:], scaler=parts.scaler)
     m = train_one_epoch(*args[:1], _FirstBatches(parts.train_loader, timed), *args[2:], scaler=parts.scaler)
-    return m["epoch_time_s"] / timed, device_name or device_label(parts.device)
+    return m[EPOCH_TIME] / timed, device_name or device_label(parts.device)
 
 
 def estimate(cfg: DictConfig, steps: int | None, remaining_epochs: int, step_time: tuple[float, str] | None,

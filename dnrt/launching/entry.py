@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from ..config import ConfigError, run_name
 from ..engine.allocator import keep_freed_memory
 from ..engine.distributed import init_distributed
+from ..tracking_schema import RunStatus
 from ..train import train
 from ..types import Job, Outcome, RunContext
 from .cells import Cell
@@ -85,15 +86,15 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         log.error(f"{run_name(cfg)}: refused, {exc}")
-        outcome = Outcome("refused", run_name(cfg), detail=str(exc))
+        outcome = Outcome(RunStatus.REFUSED, run_name(cfg), detail=str(exc))
     except Exception as exc:
         watcher.restore()
         if sweep_dir is None:
             raise
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
-        outcome = Outcome("failed", run_name(cfg), detail=reason)
-    if outcome.status == "stopped" and watcher.signum is not None:
+        outcome = Outcome(RunStatus.FAILED, run_name(cfg), detail=reason)
+    if outcome.status == RunStatus.STOPPED and watcher.signum is not None:
         watcher.hand_over()  # under submitit this requeues the job and exits
         raise SystemExit(f"stopped by signal {watcher.signum}: {outcome.detail}; the same command resumes it")
     watcher.restore()

@@ -23,7 +23,8 @@ from rich.table import Table
 from ..config import ConfigError, config_hash, run_name
 from ..decision import checkpoint_path, decide
 from ..preflight import check_run
-from ..tracking import HASH_TAG, resolve_uri, with_retry
+from ..tracking import resolve_uri, with_retry
+from ..tracking_schema import HASH_TAG
 from .cells import Cell
 from .cost import (
     Cost,

@@ -23,12 +23,19 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import SIGNATURE_TAG, signature_version
+from ..config import signature_version
 from ..tracking import git_sha, resolve_uri
+from ..tracking_schema import (
+    CONFIG_ARTIFACT,
+    GIT_TAG,
+    HYDRA_OVERRIDES_TAG,
+    KIND_TAG,
+    OVERRIDES_TAG,
+    SIGNATURE_TAG,
+    SWEEP_KIND,
+)
 from .entry import run_job
 
-SWEEP_KIND = "sweep"
-HYDRA_OVERRIDES_TAG = "dnrt.hydra_overrides"
 _MISSING = object()
 
 
@@ -69,7 +76,7 @@ def version_warning(run, cfg: DictConfig | None) -> str | None:
     version than this checkout's; None when they agree (a run with no record of either is not warned)."""
     tags = run.data.tags
     notes = []
-    logged_sha, sha = tags.get("dnrt.git_sha"), git_sha()
+    logged_sha, sha = tags.get(GIT_TAG), git_sha()
     if logged_sha and logged_sha != sha:
         notes.append(f"git {logged_sha[:12]} -> {sha[:12]}")
     if cfg is not None and tags.get(SIGNATURE_TAG) and tags[SIGNATURE_TAG] != str(signature_version(cfg)):
@@ -121,17 +128,17 @@ def resolve(run_id: str, overrides: Sequence[str]) -> Rerun:
     except MlflowException:
         raise RerunRefused(f"error: --rerun {run_id}: no such run in {uri}") from None
     tags = run.data.tags
-    if tags.get("dnrt.kind") == SWEEP_KIND:
-        if "dnrt.overrides" not in tags:
+    if tags.get(KIND_TAG) == SWEEP_KIND:
+        if OVERRIDES_TAG not in tags:
             raise RerunRefused(f"error: --rerun {run_id}: the sweep's parent run has no recorded command "
-                               "(tag dnrt.overrides)")
+                               f"(tag {OVERRIDES_TAG})")
         given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-        recorded = shlex.split(tags["dnrt.overrides"]) + shlex.split(tags.get(HYDRA_OVERRIDES_TAG, ""))
+        recorded = shlex.split(tags[OVERRIDES_TAG]) + shlex.split(tags.get(HYDRA_OVERRIDES_TAG, ""))
         argv = ["-m", *(o for o in recorded if o.split("=", 1)[0].lstrip("+~") not in given), *overrides]
         return Rerun(run_id, argv=argv, warning=version_warning(run, None))
     with tempfile.TemporaryDirectory(prefix="dnrt-rerun-") as tmp, _no_progress_bar():
         try:
-            path = client.download_artifacts(run_id, "config.yaml", tmp)
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
         except (MlflowException, OSError):
             raise RerunRefused(f"error: --rerun {run_id}: the run has no logged config "
                                "(config.yaml artifact)") from None

@@ -22,6 +22,16 @@ from omegaconf import DictConfig
 
 from ..config import run_name
 from ..tracking import ensure_experiment, resolve_uri, with_retry
+from ..tracking_schema import (
+    HYDRA_OVERRIDES_TAG,
+    KIND_TAG,
+    OVERRIDES_PARAM,
+    OVERRIDES_TAG,
+    SWEEP_DIR_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    RunStatus,
+)
 from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
@@ -50,10 +60,10 @@ def begin_sweep(config: DictConfig) -> RunContext:
     # the launcher and other hydra/ choices: what `launch.py --rerun <this run>` launches with
     hydra_overrides = " ".join(o for o in config.hydra.overrides.hydra if o.startswith("hydra/"))
     run = with_retry(client.create_run, experiment_id, run_name=f"sweep-{sweep_id}",
-                     tags={"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "dnrt.overrides": overrides,
-                           "dnrt.sweep_dir": str(sweep_dir),
-                           "dnrt.hydra_overrides": hydra_overrides})
-    with_retry(client.log_param, run.info.run_id, "overrides", overrides[:6000])
+                     tags={SWEEP_TAG: sweep_id, KIND_TAG: SWEEP_KIND, OVERRIDES_TAG: overrides,
+                           SWEEP_DIR_TAG: str(sweep_dir),
+                           HYDRA_OVERRIDES_TAG: hydra_overrides})
+    with_retry(client.log_param, run.info.run_id, OVERRIDES_PARAM, overrides[:6000])
     context = RunContext(experiment_id, run.info.run_id, sweep_id, uri)
     write_context(sweep_dir, context)
     log.info(f"sweep {sweep_id}: experiment {config.tracking.experiment} (id {experiment_id}), "
@@ -86,5 +96,5 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
         if cell.index in refused:
             name = run_name(cell.cfg) if cell.cfg is not None else " ".join(cell.overrides)
             log.warning(f"refused #{cell.index} {name}: {refused[cell.index]}")
-            record(sweep_dir, Outcome("refused", name, detail=refused[cell.index]))
+            record(sweep_dir, Outcome(RunStatus.REFUSED, name, detail=refused[cell.index]))
     return [list(c.overrides) for c in cells if c.index not in refused]
