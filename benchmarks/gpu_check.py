@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from dnrt.tracking_schema import EPOCH_TIME, TRAIN_LOSS, TRAIN_THROUGHPUT, VAL_ACC1
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PASS, FAIL, CUDA_ONLY = "pass", "FAIL", "cuda only"
 
@@ -101,10 +103,10 @@ def fit(trainer) -> dict:
 
     trainer.fit(RunTracker(None, None))
     last = trainer.state.history[-1]
-    expect(math.isfinite(last["train/loss"]), f"train loss {last['train/loss']} is not finite")
-    return {"steps": len(trainer.parts.train_loader), "epoch_s": round(last["epoch_time_s"], 2),
-            "img/s": round(last["train/throughput_img_s"]), "loss": round(last["train/loss"], 3),
-            "val_acc1": round(last["val/acc1"], 1)}
+    expect(math.isfinite(last[TRAIN_LOSS]), f"train loss {last[TRAIN_LOSS]} is not finite")
+    return {"steps": len(trainer.parts.train_loader), "epoch_s": round(last[EPOCH_TIME], 2),
+            "img/s": round(last[TRAIN_THROUGHPUT]), "loss": round(last[TRAIN_LOSS], 3),
+            "val_acc1": round(last[VAL_ACC1], 1)}
 
 
 def on_device(parts, device: torch.device) -> None:
@@ -150,7 +152,7 @@ def compile_check(settings: Settings) -> dict:
     parts, trainer = build(cfg)
     expect(hasattr(parts.model, "_orig_mod"), "the model is not a torch.compile wrapper")
     figures = fit(trainer)
-    figures["first_epoch_s"] = round(trainer.state.history[0]["epoch_time_s"], 2)
+    figures["first_epoch_s"] = round(trainer.state.history[0][EPOCH_TIME], 2)
     torch._dynamo.reset()
     return figures
 

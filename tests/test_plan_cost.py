@@ -9,6 +9,7 @@ import math
 from dnrt.factory import build_components
 from dnrt.launching.cost import StepTimes, speed_key
 from dnrt.preflight import check_run
+from dnrt.tracking_schema import TRAIN_THROUGHPUT
 from dnrt.types import DistInfo
 from tests.harness.config import SMALL, compose_cfg
 
@@ -41,7 +42,7 @@ def test_calibrated_estimate_is_steps_times_the_calibrated_step_time(store):
         assert cost["step_time_s"] == calibrated
         assert math.isclose(cost["wall_h"] * 3600, EPOCHS * steps * calibrated)
         assert cost["fits_timeout"] is None  # not SLURM
-    assert math.isclose(plan["cost"]["device_hours"], sum(r["cost"]["wall_h"] for r in plan["cells"]), rel_tol=1e-3)
+    assert math.isclose(plan["cost"]["device_hours"], sum(r["cost"]["wall_h"] for r in plan["cells"]), rel_tol=1e-9)
     # a second plan reads the table: no calibration, the same figures
     again = _plan(store, *CELLS)
     assert [r["cost"] for r in again["cells"]] == [r["cost"] for r in plan["cells"]]
@@ -65,7 +66,7 @@ def test_store_runs_are_preferred_over_the_calibration(store):
     plan = _plan(store, *SMALL, f"trainer.epochs={EPOCHS}", "act=gelu", "seed=5")
     (row,) = plan["cells"]
     assert row["action"] == "new"
-    expected = int(run.data.params["trainer.batch_size"]) / run.data.metrics["train/throughput_img_s"]
+    expected = int(run.data.params["trainer.batch_size"]) / run.data.metrics[TRAIN_THROUGHPUT]
     assert math.isclose(row["cost"]["step_time_s"], expected)
     assert row["cost"]["step_time_source"] == "store: 1 run(s) on cpu"
 

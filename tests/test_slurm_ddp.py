@@ -12,7 +12,7 @@ import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
-from dnrt.tracking_schema import ARR_RANKS_TAG, HASH_TAG
+from dnrt.tracking_schema import ARR_RANKS_TAG, FINAL_VAL_ACC1, HASH_TAG, TRAIN_LOSS, TRAIN_LOSS_ARR
 from dnrt.train import checkpoint_path
 from tests.harness.config import FAST, ROOT, compose_cfg
 
@@ -34,7 +34,7 @@ def test_two_slurm_tasks_train_one_run_as_torchrun_does(store, slurm_cluster):
     (a,), (b,) = store.runs("torchrun"), store.runs("slurm2")  # rank 0 logs: one run each
     assert b.info.status == "FINISHED"
     assert b.data.tags[ARR_RANKS_TAG] == "true"
-    for metric in ("final/val_acc1", "train/loss", "train/loss_arr"):
+    for metric in (FINAL_VAL_ACC1, TRAIN_LOSS, TRAIN_LOSS_ARR):
         assert b.data.metrics[metric] == a.data.metrics[metric], metric
     ca = load_checkpoint(checkpoint_path(compose_cfg([*COMMON, *store.overrides("torchrun")]),
                                          a.data.tags[HASH_TAG]))

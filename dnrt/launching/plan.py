@@ -169,8 +169,8 @@ def cost_totals(rows: list[PlanRow]) -> dict:
             unknown += 1
             continue
         per_model[r.model] += r.cost.device_hours
-    return {"device_hours": round(sum(per_model.values()), 6),
-            "device_hours_per_model": {k: round(v, 6) for k, v in sorted(per_model.items())},
+    return {"device_hours": sum(per_model.values()),
+            "device_hours_per_model": dict(sorted(per_model.items())),
             "cells_unknown": unknown, "cells_not_fitting_timeout": sum(
                 1 for r in rows if r.cost is not None and r.cost.fits_timeout is False)}
 
