@@ -63,3 +63,97 @@ def test_preset_lr_of_every_step_is_the_authors_loop_order(preset):
     # without the preset's lag, step k trains at lr(k): one step ahead of the authors
     plain = _trained_lrs(compose_cfg([f"experiment={preset}", "sched.lr_lag=0"]), CIFAR_STEPS, n)
     assert plain[:-1] == pytest.approx(authors[1:], rel=1e-12) and plain[1] != authors[1]
+
+
+TAP_WIDTHS = (4, 4, 4, 8, 2, 2)  # widths with 3, 1 and 2 taps: per-width and per-tap means differ
+
+
+class SliceTaps(nn.Module):
+    """Tap i sees its own column slice of the input: the responses are the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.taps = nn.ModuleList(nn.Identity() for _ in TAP_WIDTHS)
+
+    def forward(self, x):
+        return [tap(part) for tap, part in zip(self.taps, x.split(TAP_WIDTHS, 1))]
+
+
+def _authors_arr(batches, num_classes: int, momentum: float) -> list[float]:
+    """The authors' module, one sample at a time: per tap and class a running mean (the first
+    response initialises it), responses and means collected per width, one L1 mean per width over
+    the width's concatenated taps, the widths averaged."""
+    means = [[None] * num_classes for _ in TAP_WIDTHS]
+    out = []
+    for x, y in batches:
+        rsps: dict[int, list[torch.Tensor]] = {}
+        mean: dict[int, list[torch.Tensor]] = {}
+        for tap, (d, r_tap) in enumerate(zip(TAP_WIDTHS, x.double().split(TAP_WIDTHS, 1))):
+            targets = []
+            for r, k in zip(r_tap, y.tolist()):
+                prev = means[tap][k]
+                means[tap][k] = r.clone() if prev is None else (1 - momentum) * prev + momentum * r
+                targets.append(means[tap][k])
+            rsps.setdefault(d, []).append(r_tap)
+            mean.setdefault(d, []).append(torch.stack(targets))
+        losses = [nn.functional.l1_loss(torch.cat(rsps[d]), torch.cat(mean[d])) for d in rsps]
+        out.append(float(sum(losses) / len(losses)))
+    return out
+
+
+def test_arr_width_average_is_the_authors_module_on_taps_of_unequal_widths():
+    from dnrt.nn import ARR
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, sum(TAP_WIDTHS), generator=g), torch.randint(0, 3, (16,), generator=g))
+               for _ in range(4)]
+    names = [f"taps.{i}" for i in range(len(TAP_WIDTHS))]
+    losses = {}
+    for average in ("width", "tap"):
+        model = SliceTaps()
+        arr = ARR(model, 3, names, momentum=0.1, sample=torch.zeros(2, sum(TAP_WIDTHS)), average=average)
+        losses[average] = []
+        for x, y in batches:
+            model(x)
+            losses[average].append(float(arr(y)))
+    assert losses["width"] == pytest.approx(_authors_arr(batches, 3, 0.1), rel=1e-6)
+    assert losses["tap"] != pytest.approx(losses["width"], rel=1e-3)
+
+
+def test_paper_trainer_sets_the_authors_arr_and_the_defaults_stay_out_of_the_signatures():
+    from dnrt.config import signed_params
+    from dnrt.engine.build import build_components
+    from dnrt.engine.distributed import DistInfo
+    from tests.conftest import FAST
+
+    comps = build_components(compose_cfg(["model=vit_tiny", "regularizer=arr", "trainer=paper", "trainer.amp=false",
+                                          "sched=cosine", *FAST]), DistInfo())
+    assert (comps.arr.average, comps.arr.memory) == ("width", "rank")
+    for preset in ("paper_vit", "paper_cnn", "paper_ablation", "paper_longtail", "paper_imagenet1k", "paper_fig3"):
+        t = compose_cfg([f"experiment={preset}"]).trainer
+        assert (t.arr_average, t.lr_scale, t.arr_memory, t.sync_bn) == ("width", "device", "rank", True), preset
+    signed = signed_params(compose_cfg(["model=resnet18", "regularizer=arr"]))
+    new = {"trainer.arr_average", "trainer.lr_scale", "trainer.arr_memory", "trainer.sync_bn",
+           "model.zero_init_last", "sched.lr_lag"}
+    assert not new & set(signed)
+
+
+def test_paper_resnet18_has_the_authors_init_without_zero_initialised_last_norms():
+    """torchvision's BasicBlock (the authors' toolkit) initialises every BatchNorm weight to one;
+    timm's resnet18 zeroes each block's last one unless told not to."""
+    from torchvision.models.resnet import BasicBlock, resnet18
+
+    from dnrt.engine.build import build_model
+
+    def last_norms(model):
+        return [m.bn2.weight for m in model.modules() if hasattr(m, "bn2")]
+
+    reference = [m.bn2.weight for m in resnet18(num_classes=10).modules() if isinstance(m, BasicBlock)]
+    cfg = compose_cfg(["experiment=paper_cnn", "model=resnet18"])
+    assert cfg.model.zero_init_last is False
+    paper = build_model(cfg, "", num_classes=10, img_size=32, in_chans=3).model
+    plain = build_model(compose_cfg(["model=resnet18"]), "", num_classes=10, img_size=32, in_chans=3).model
+    assert len(last_norms(paper)) == len(reference) == 8
+    assert all(torch.equal(p, r) for p, r in zip(last_norms(paper), reference))
+    assert not any(w.detach().any() for w in last_norms(plain))
+    assert compose_cfg(["experiment=paper_cnn", "model=vgg11"]).model.zero_init_last is None

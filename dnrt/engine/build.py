@@ -19,6 +19,7 @@ from ..nn import ARR
 from ..preflight import act_spec, check_task, instantiate_dataset, unknown_key
 from .amp import amp_dtype, grad_scaler
 from .distributed import DistInfo
+from .optim import scale_lr_per_device
 
 
 @dataclass
@@ -110,9 +111,10 @@ def build_arr(cfg: DictConfig, model: nn.Module, built, num_classes: int, sample
     input); None without ``regularizer=arr``."""
     if cfg.regularizer.name != "arr":
         return None
-    r = cfg.regularizer
+    r, t = cfg.regularizer, cfg.trainer
     return ARR(model, num_classes, taps=r.taps or built.taps, pooling=r.pooling or built.pooling,
-               momentum=r.momentum, sample=sample).to(device)
+               momentum=r.momentum, sample=sample, average=t.get("arr_average", "tap"),
+               memory=t.get("arr_memory", "global")).to(device)
 
 
 def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Components:
@@ -130,12 +132,16 @@ def build_components(cfg: DictConfig, dist_info: DistInfo, data=None) -> Compone
                               "channels)", num_classes=data.num_classes, img_size=data.img_size,
                         in_chans=data.in_chans)
     model = built.model.to(device)
+    # SyncBatchNorm runs on accelerators only; before ARR hooks its taps
+    if t.get("sync_bn") and dist_info.world_size > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     channels_last = t.channels_last == "auto" and device.type == "cuda" or t.channels_last is True
     if channels_last and built.pooling == "avg2d":
         model = model.to(memory_format=torch.channels_last)
     arr = build_arr(cfg, model, built, data.num_classes,
                     torch.zeros(2, data.in_chans, data.img_size, data.img_size, device=device), device)
     optimizer = build_optimizer(cfg, model)
+    scale_lr_per_device(optimizer, t.get("lr_scale", "global"), dist_info.world_size)
     if t.batch_size % dist_info.world_size:
         raise ConfigError("trainer.batch_size", t.batch_size, f"must divide by the {dist_info.world_size} ranks")
     train_loader, val_loader = data.loaders(t.batch_size // dist_info.world_size, seed=cfg.seed, device=device,

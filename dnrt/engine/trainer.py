@@ -138,7 +138,7 @@ class Trainer:
                 log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
                          f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "
                          f"val {metrics['val/acc1']:.2f}% ({metrics['train/throughput_img_s']:.0f} img/s)")
-        if self.dist.world_size > 1 and c.arr is not None:
+        if self.dist.world_size > 1 and c.arr is not None and c.arr.memory == "global":
             identical = memories_identical_across_ranks(c.arr)
             tracker.set_tags({"dnrt.arr_ranks_identical": str(identical).lower()})
             if not identical:

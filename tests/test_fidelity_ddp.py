@@ -1,0 +1,72 @@
+"""The authors' multi-process behaviour (trainer=paper): over two gloo processes on the CPU, each
+rank's ARR memory (trainer.arr_memory=rank) equals the one-by-one loop over that rank's own samples
+only, and the rate follows one device's batch (trainer.lr_scale=device)."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from dnrt.nn import ARR
+from tests.test_ddp_exact import NUM_CLASSES, SCENARIOS, WIDTHS, FixedTaps, _one_by_one
+
+# Spawns gloo process groups: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
+
+def _worker(rank, world, init_file, out):
+    """A per-rank ARR fed this rank's block of every step of every scenario; saves loss and memories."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        records = []
+        for steps, momentum in SCENARIOS:
+            model = FixedTaps()
+            arr = ARR(model, NUM_CLASSES, ["a", "b"], momentum=momentum, sample=torch.zeros(2, sum(WIDTHS)),
+                      memory="rank")
+            record = []
+            for x, y, sizes in steps:
+                lo = sum(sizes[:rank])
+                model(x[lo:lo + sizes[rank]])
+                loss = arr(y[lo:lo + sizes[rank]])
+                record.append((loss.detach(), [m.mean.clone() for m in arr.memories],
+                               [m.count.clone() for m in arr.memories]))
+            records.append(record)
+        torch.save(records, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_memory_is_the_loop_over_its_own_samples_only(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for s, (steps, momentum) in enumerate(SCENARIOS):
+        for rank in range(2):
+            own = []  # this rank's rows of every step, as a one-rank batch
+            for x, y, sizes in steps:
+                lo = sum(sizes[:rank])
+                own.append((x[lo:lo + sizes[rank]], y[lo:lo + sizes[rank]], (sizes[rank],)))
+            for (losses, mu, n), (loss, means, counts) in zip(_one_by_one(own, momentum, torch.float64),
+                                                               ranks[rank][s]):
+                assert abs(loss.item() - losses[0].item()) < 1e-6, (s, rank)
+                for tap in range(len(WIDTHS)):
+                    torch.testing.assert_close(means[tap].double(), mu[tap], rtol=0, atol=1e-6)
+                    assert counts[tap].tolist() == n[tap], (s, rank, tap)
+        assert not torch.equal(ranks[0][s][-1][1][0], ranks[1][s][-1][1][0])  # the ranks' memories differ
+
+
+def test_device_lr_scale_is_the_authors_rate_of_one_device_batch():
+    """Their config: lr = 0.0005 * batch_size / 512 with batch_size per process."""
+    from dnrt.engine.build import build_optimizer
+    from dnrt.engine.optim import scale_lr_per_device
+    from tests.conftest import compose_cfg
+
+    for world in (1, 2, 4):
+        cfg = compose_cfg(["experiment=paper_vit", "trainer.batch_size=1024"])
+        optimizer = build_optimizer(cfg, nn.Linear(2, 2))
+        scale_lr_per_device(optimizer, cfg.trainer.lr_scale, world)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0005 * (1024 // world) / 512, rel=1e-12)
+        plain = build_optimizer(cfg, nn.Linear(2, 2))
+        scale_lr_per_device(plain, "global", world)
+        assert plain.param_groups[0]["lr"] == pytest.approx(0.0005 * 1024 / 512, rel=1e-12)
