@@ -128,6 +128,8 @@ class Trainer:
             self.state.partial = None
             val_m = self.evaluate()
             metrics = {**train_m, **val_m}
+            if c.epoch_metrics is not None:
+                metrics.update(c.epoch_metrics(self.state.history, metrics))
             self.state.epoch = epoch + 1
             self.state.best_acc1 = max(self.state.best_acc1, val_m["val/acc1"])
             self.state.history.append({"epoch": epoch + 1, **metrics})

@@ -17,9 +17,7 @@ from ..engine.build import (
     build_scheduler,
 )
 from ..engine.distributed import DistInfo
-from .loops import evaluate_nodes
-
-HEADLINE = "val/auc"
+from .loops import at_lowest_val_loss, evaluate_nodes
 
 
 def sample_view(in_chans: int, device: torch.device) -> NodeView:
@@ -45,4 +43,5 @@ def build_graph_components(cfg: DictConfig, dist_info: DistInfo, data, device: t
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     runner = torch.compile(model) if t.compile else model
     return Components(data, runner, model, arr, optimizer, scheduler, train_loader, val_loaders, device, dtype,
-                      grad_scaler(dtype, device), evaluate_fn=evaluate_nodes, headline=HEADLINE)
+                      grad_scaler(dtype, device), evaluate_fn=evaluate_nodes, headline=data.headline,
+                      epoch_metrics=at_lowest_val_loss)

@@ -55,3 +55,11 @@ def evaluate_nodes(model: nn.Module, loaders: dict, arr: ARR | None, device: tor
             if reg is not None:
                 out["val/loss_arr"] = float(reg)
     return out
+
+
+def at_lowest_val_loss(history: list[dict[str, float]], metrics: dict[str, float]) -> dict[str, float]:
+    """``test/auc_at_min_val_loss``: the test AUC of the epoch with the lowest ``val/loss`` so far
+    (``history``: earlier epochs, ``metrics``: this one; the first such epoch on ties), as the
+    DGraphFin baselines keep their predictions."""
+    best = min([*history, metrics], key=lambda record: record["val/loss"])  # min keeps the first
+    return {"test/auc_at_min_val_loss": best["test/auc"]}
