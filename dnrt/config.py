@@ -143,6 +143,8 @@ def validate(cfg: DictConfig | ListConfig) -> None:
     for key, choices in (("arr_average", ("tap", "width")), ("lr_scale", ("global", "device")),
                          ("arr_memory", ("global", "rank"))):
         _require(t.get(key) in choices, f"trainer.{key}", t.get(key), "must be " + " or ".join(choices))
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _require(_num(t.get(key, 0.0)) and t.get(key, 0.0) >= 0, f"trainer.{key}", t.get(key), "must be >= 0")
     _require(reg.name in ("none", "arr"), "regularizer.name", reg.name, "must be none or arr")
     if reg.name == "arr":
         _require(_num(reg.weight) and reg.weight >= 0, "regularizer.weight", reg.weight, "must be >= 0")

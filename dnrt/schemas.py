@@ -38,6 +38,8 @@ class TrainerConf:
     lr_scale: str = "global"  # global | device
     arr_memory: str = "global"  # global | rank
     sync_bn: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 @dataclass

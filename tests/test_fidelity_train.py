@@ -157,3 +157,35 @@ def test_paper_resnet18_has_the_authors_init_without_zero_initialised_last_norms
     assert all(torch.equal(p, r) for p, r in zip(last_norms(paper), reference))
     assert not any(w.detach().any() for w in last_norms(plain))
     assert compose_cfg(["experiment=paper_cnn", "model=vgg11"]).model.zero_init_last is None
+
+
+def test_mixup_preset_trains_on_timms_mixed_batches_with_soft_target_cross_entropy():
+    """QTClassification's ImageNet-1K batch augmentation: timm's Mixup(0.8, 1.0, switch 0.5, batch mode,
+    smoothing 0.1); the loss of a step equals the soft-target CE on the batch timm mixes from the
+    same numpy state, computed here."""
+    import numpy as np
+    from timm.data import Mixup
+
+    from dnrt.engine.loops import make_mixup
+
+    cfg = compose_cfg(["experiment=paper_imagenet1k_mixup"], return_hydra_config=True)
+    t = cfg.trainer
+    assert (t.mixup_alpha, t.cutmix_alpha, t.label_smoothing) == (0.8, 1.0, 0.1)
+    assert str(cfg.hydra.sweeper.params.model).startswith("vit_tiny")  # the Table 3 sweep, inherited
+    assert compose_cfg(["experiment=paper_imagenet1k"]).trainer.mixup_alpha == 0.0
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 5, (8,), generator=g)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 5))
+    for seed in range(4):  # mixup or cutmix, each drawn
+        np.random.seed(seed)
+        reference = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch",
+                          label_smoothing=0.1, num_classes=5)
+        mixed, soft = reference(x.clone(), y.clone())
+        with torch.no_grad():
+            want = float((-soft * model(mixed).log_softmax(-1)).sum(-1).mean())
+        np.random.seed(seed)
+        sc = StepConfig(progress=False, mixup=make_mixup(t.mixup_alpha, t.cutmix_alpha, t.label_smoothing, 5))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        sched = CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False)
+        got = train_one_epoch(model, [(x.clone(), y.clone())], optimizer, sched, None, sc, 0, torch.device("cpu"))
+        assert got["train/loss_ce"] == pytest.approx(want, rel=1e-6)

@@ -17,7 +17,7 @@ from .build import Components
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .faults import parse_signal_at
-from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
+from .loops import Interrupted, StepConfig, evaluate, make_mixup, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class Trainer:
         self.step_cfg = StepConfig(
             arr_weight=float(cfg.regularizer.weight) if comp.arr is not None else 0.0,
             label_smoothing=float(t.label_smoothing), grad_clip=t.grad_clip, amp_dtype=comp.amp_dtype,
-            progress=bool(t.progress) and dist_info.is_main, signal_at=parse_signal_at(t.get("signal_at_step")))
+            progress=bool(t.progress) and dist_info.is_main, signal_at=parse_signal_at(t.get("signal_at_step")),
+            mixup=make_mixup(float(t.get("mixup_alpha", 0.0)), float(t.get("cutmix_alpha", 0.0)),
+                             float(t.label_smoothing), getattr(comp.data, "num_classes", 0)))
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------
