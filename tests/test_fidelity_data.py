@@ -126,3 +126,30 @@ def test_presets_set_the_authors_values_and_the_defaults_stay_out_of_the_signatu
     for name in ("cifar10", "cifar10_lt", "digits", "imagenet100"):
         signed = signed_params(compose_cfg([f"dataset={name}"]))
         assert not {"dataset.eval_interpolation", "dataset.selection"} & set(signed), name
+
+
+def test_fidelity_report_lists_every_choice_with_the_run_values(monkeypatch, capsys):
+    """Every settled choice: the preset's value is the authors'; a run's params fill the last column,
+    and a key the run predates shows the neutral value conf/config.yaml declares for it."""
+    import yaml
+
+    from analysis import fidelity, fidelity_choices
+    from tests.conftest import CONF
+
+    params = {"dataset.drop_last": "False", "sched.lr_lag": "1"}
+    monkeypatch.setattr(fidelity_choices, "run_params", lambda uri, run: params)
+    monkeypatch.setattr(fidelity, "run_params", lambda uri, run: params)
+    assert fidelity.main(["--skip-models", "--skip-recipe", "--run", "abc"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[1].strip("`"): line.split(" | ") for line in out.splitlines()
+            if line.startswith("| ") and "`" in line.split(" | ")[1]}
+    neutral = yaml.safe_load((CONF / "config.yaml").read_text())["signature"]["neutral"]
+    assert len(rows) == len(fidelity_choices.CHOICES)
+    for key, row in rows.items():
+        authors, preset, equal, used = row[2], row[3], row[4], row[5]
+        if authors == "not settled by the code":
+            assert equal == "–" and row[6].strip(" |"), key  # the reason is given
+            continue
+        assert preset.endswith(f": {authors}") and equal == "yes", key
+        want = params.get(key, f"{neutral[key]} (logged before the key)")
+        assert used == want, key
