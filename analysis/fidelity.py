@@ -5,10 +5,8 @@
                                 [--run RUN_ID [--uri URI]] [--out report.md]
 
 Models: every model is built by ``dnrt.models.create_model`` with its own activation (no RAA), so
-the parameter count is the architecture's. MACs are torch's ``FlopCounterMode`` FLOPs / 2 (timm's
-"GMACs" convention) for one image: matmuls and convolutions, attention products included (timm's
-fused attention is switched off for the count: the counter sees the fused op on CUDA only);
-elementwise ops are not counted.
+the parameter count is the architecture's. MACs are ``dnrt.models.macs.count_macs``'s total for one
+image: matmuls and convolutions, attention products included; elementwise ops are not counted.
 
 Recipe: each preset is composed with Hydra as ``launch.py experiment=<preset>`` would; its optimizer
 and schedule are built from the config (on a stand-in module for the lr, on the preset's first model
@@ -32,10 +30,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from dnrt.config import neutral_values
 from dnrt.models import create_model
+from dnrt.models.macs import count_macs
 
 from .fidelity_choices import HEADER, choice_rows, run_params
 
@@ -76,31 +74,6 @@ class RecipeRow:
     drop_path: dict[str, float]
 
 
-def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
-    """Multiply-accumulates of one ``img_size`` image through ``model`` (eval mode, no grad)."""
-    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    # Frozen rather than no_grad: the counter's module tracker trips over views of trainable
-    # parameters made under no_grad (CaiT's class token).
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    was_training = model.training
-    counter = FlopCounterMode(display=False)
-    try:
-        for m in fused:
-            m.fused_attn = False
-        for p in trainable:
-            p.requires_grad_(False)
-        model.eval()
-        with counter:
-            model(torch.zeros(1, in_chans, img_size, img_size))
-    finally:
-        for m, value in fused.items():
-            m.fused_attn = value
-        for p in trainable:
-            p.requires_grad_(True)
-        model.train(was_training)
-    return counter.get_total_flops() // 2
-
-
 def model_rows(models: list[str], sizes: list[int], num_classes: int = 100) -> list[ModelRow]:
     rows = []
     for name in models:
@@ -108,8 +81,8 @@ def model_rows(models: list[str], sizes: list[int], num_classes: int = 100) -> l
             torch.manual_seed(0)
             model = create_model(name, num_classes=num_classes, img_size=size).model
             authors = AUTHORS_PARAMS.get(name) if size == AUTHORS_PARAMS_PX and num_classes == 100 else None
-            rows.append(ModelRow(name, size, sum(p.numel() for p in model.parameters()), count_macs(model, size),
-                                 authors))
+            macs = count_macs(model, size)["total"]
+            rows.append(ModelRow(name, size, sum(p.numel() for p in model.parameters()), macs, authors))
     return rows
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from dnrt.tracking_schema import TEST_AUC_AT_MIN_VAL_LOSS
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -40,7 +42,7 @@ CHOICES = (
     Choice("ResNet-18 last BN of each block", "model.zero_init_last", "False", "paper_cnn", ("model=resnet18",)),
     Choice("CIFAR-10-LT images", "dataset.selection", "ldam", "paper_longtail",
            why="LDAM-DRW's draw (np.random.seed(0), per-class shuffle)"),
-    Choice("DGraphFin number", "dataset.headline", "test/auc_at_min_val_loss", "paper_graph",
+    Choice("DGraphFin number", "dataset.headline", TEST_AUC_AT_MIN_VAL_LOSS, "paper_graph",
            why="the baselines keep the epoch of lowest validation loss; their printed table comes from "
                "a logger module the repository does not contain"),
     Choice("ImageNet-1K Mixup/CutMix", "trainer.mixup_alpha", None, "paper_imagenet1k",

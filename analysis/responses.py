@@ -4,9 +4,10 @@ layers, the MLP activation's output on the class token (:mod:`analysis.mlp_respo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,20 +18,19 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from dnrt.engine.build import build_components
 from dnrt.engine.checkpoint import load_checkpoint
-from dnrt.engine.distributed import DistInfo
+from dnrt.factory import build_components
 from dnrt.models import model_spec
 from dnrt.nn import RAA, ResponseTaps
+from dnrt.preflight import check_run
 from dnrt.tracking import with_retry
+from dnrt.tracking_schema import CHECKPOINT_ARTIFACT, CHECKPOINT_TAG, CONFIG_ARTIFACT
+from dnrt.types import DistInfo
 
 from .mlp_responses import MlpActTaps
 from .runs import AnalysisError
 
-# A progress bar per downloaded checkpoint is noise in a report; an explicit user setting still wins.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-CKPT_ARTIFACT = "checkpoints/last.pt"
+PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MAX_SHIFTS_PER_LAYER = 20_000  # enough for a violin; keeps a ResNet's per-position shifts small
 
 
@@ -67,20 +67,20 @@ def _has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:
 def checkpoint_path(client: MlflowClient, run: Run, workdir: Path) -> Path:
     """The run's ``last.pt``: its ``checkpoints/last.pt`` artifact if logged, else the ``dnrt.checkpoint``
     tag's path."""
-    if _has_artifact(client, run.info.run_id, CKPT_ARTIFACT):
-        return Path(with_retry(client.download_artifacts, run.info.run_id, CKPT_ARTIFACT, str(workdir)))
-    tagged = run.data.tags.get("dnrt.checkpoint")
+    if _has_artifact(client, run.info.run_id, CHECKPOINT_ARTIFACT):
+        return Path(with_retry(client.download_artifacts, run.info.run_id, CHECKPOINT_ARTIFACT, str(workdir)))
+    tagged = run.data.tags.get(CHECKPOINT_TAG)
     if tagged and Path(tagged).is_file():
         return Path(tagged)
-    raise AnalysisError(f"run {run.info.run_name} ({run.info.run_id}) has no checkpoint: no {CKPT_ARTIFACT} "
-                        f"artifact and no file at its dnrt.checkpoint tag ({tagged or 'unset'}); "
+    raise AnalysisError(f"run {run.info.run_name} ({run.info.run_id}) has no checkpoint: no {CHECKPOINT_ARTIFACT} "
+                        f"artifact and no file at its {CHECKPOINT_TAG} tag ({tagged or 'unset'}); "
                         "train with trainer.log_checkpoint=true or keep trainer.ckpt_root")
 
 
 def run_config(client: MlflowClient, run: Run, ckpt: dict, workdir: Path) -> DictConfig:
     """The run's resolved ``config.yaml`` artifact, else the copy inside its checkpoint."""
-    if _has_artifact(client, run.info.run_id, "config.yaml"):
-        path = with_retry(client.download_artifacts, run.info.run_id, "config.yaml", str(workdir))
+    if _has_artifact(client, run.info.run_id, CONFIG_ARTIFACT):
+        path = with_retry(client.download_artifacts, run.info.run_id, CONFIG_ARTIFACT, str(workdir))
         return OmegaConf.create(Path(path).read_text())
     return OmegaConf.create(ckpt["config_yaml"])
 
@@ -98,6 +98,20 @@ def _last_taps(cfg: DictConfig, model: torch.nn.Module) -> tuple[list[str], str]
     return list(taps), pooling
 
 
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow without its progress bar per downloaded file (noise in a report) for the duration, unless
+    the user set the switch: MLflow reads it from the environment at each download."""
+    if PROGRESS_BAR_VAR in os.environ:
+        yield
+        return
+    os.environ[PROGRESS_BAR_VAR] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_BAR_VAR, None)
+
+
 @torch.no_grad()
 def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "cpu",
             mlp_layers: Sequence[int] = ()) -> Collected:
@@ -107,13 +121,13 @@ def collect(client: MlflowClient, run_id: str, batches: int = 8, device: str = "
         run = with_retry(client.get_run, run_id)
     except MlflowException as exc:
         raise AnalysisError(f"--run-id {run_id}: no such run ({str(exc).splitlines()[0]})") from exc
-    with tempfile.TemporaryDirectory(prefix="dnrt-analysis-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dnrt-analysis-") as tmp, quiet_downloads():
         ckpt = load_checkpoint(checkpoint_path(client, run, Path(tmp)))
         cfg = run_config(client, run, ckpt, Path(tmp))
     # Analysis runs where it is started: the run's own device, compile or loader workers may not exist here.
     cfg.trainer.device, cfg.trainer.compile, cfg.trainer.workers = device, False, 0
     try:
-        comp = build_components(cfg, DistInfo())
+        comp = build_components(check_run(cfg, fit=False), DistInfo())
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # e.g. its data set is not on this machine
         raise AnalysisError(f"cannot rebuild run {run.info.run_name}: {type(exc).__name__}: {exc}") from exc
     model = comp.core.eval()

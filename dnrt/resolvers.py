@@ -1,5 +1,6 @@
-"""OmegaConf resolvers used by the YAML files in ``conf/``. Registered when ``dnrt`` is imported
-(``launch.py`` imports it before Hydra composes), so every process that resolves a config has them.
+"""OmegaConf resolvers used by the YAML files in ``conf/``. Registered when ``dnrt`` is imported:
+under ``launch.py`` the launcher plugin's schema module imports it during Hydra's plugin scan, before
+the config is composed; anywhere else, importing any ``dnrt`` module does.
 
 - ``${dnrt.scale_lr:BASE,BATCH,REF}``: the linear scaling rule, ``BASE * BATCH / REF``
   (``optim=paper``: 5e-4 at batch 512).

@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 
 from dnrt.config import ConfigError, config_hash, flat_params, run_name, validate
-from tests.conftest import CONF, compose_cfg
+from tests.harness.config import CONF, compose_cfg
 
 GROUPS = ["model", "act", "regularizer", "dataset", "optim", "sched", "trainer", "tracking", "mechanism", "experiment",
           "hparams_search"]
@@ -83,3 +83,35 @@ def test_invalid_values_name_the_key(override, key):
 
 def test_momentum_one_is_valid():
     validate(compose_cfg(["regularizer=arr", "regularizer.momentum=1.0"]))
+
+
+NO_PLUGIN = """
+import sys
+sys.modules["hydra_plugins.dnrt_launcher"] = None  # Hydra's plugin scan cannot import dnrt's launcher plugin
+from hydra import compose, initialize_config_dir
+import dnrt
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "regularizer=arr"], return_hydra_config=True)
+    print(cfg.hydra.launcher._target_, cfg.hydra.sweeper._target_, cfg.trainer.epochs, cfg.regularizer.momentum)
+    try:
+        compose(config_name="config", overrides=["trainer.epochs=three"])
+    except Exception as exc:
+        print(type(exc.__cause__).__name__, str(exc.__cause__).splitlines()[0])
+print("plugin imported:", sys.modules["hydra_plugins.dnrt_launcher"] is not None)
+"""
+
+
+def test_conf_composes_with_its_schemas_without_the_launcher_plugin():
+    """Importing dnrt registers every schema conf/ names (groups, launchers, sweeper), so a process
+    whose Hydra plugin scan never ran the launcher plugin composes conf/ with the same typed checks."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", NO_PLUGIN, str(CONF)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    targets, typed_error, plugin = proc.stdout.strip().splitlines()
+    assert targets.split() == ["hydra_plugins.dnrt_launcher.packed.PackedSlurmLauncher",
+                               "hydra_plugins.dnrt_launcher.packed.CheckedBasicSweeper",
+                               str(compose_cfg([]).trainer.epochs), "0.1"]
+    assert typed_error.startswith("ValidationError ") and "'three'" in typed_error  # the schema's int, not a string
+    assert plugin == "plugin imported: False"

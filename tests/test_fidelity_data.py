@@ -14,7 +14,8 @@ from PIL import Image
 from dnrt.config import signed_params
 from dnrt.data import DeviceLoader
 from dnrt.data.longtail import long_tail_counts, long_tail_indices
-from tests.conftest import compose_cfg
+from dnrt.testing import write_cifar10
+from tests.harness.config import CONF, compose_cfg
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -100,8 +101,6 @@ def _ldam_subset(labels: np.ndarray, counts: list[int]) -> set[int]:
 
 @pytest.mark.parametrize("ratio", [10, 100])
 def test_longtail_preset_subset_is_the_ldam_reference_selection(tmp_path, ratio):
-    from tests.test_data import write_cifar10
-
     written = write_cifar10(tmp_path / "cifar10", per_class_train=100)
     labels = written["train_y"]
     counts = [int(100 * (1 / ratio) ** (k / 9)) for k in range(10)]  # the reference's int() counts
@@ -134,7 +133,6 @@ def test_fidelity_report_lists_every_choice_with_the_run_values(monkeypatch, cap
     import yaml
 
     from analysis import fidelity, fidelity_choices
-    from tests.conftest import CONF
 
     params = {"dataset.drop_last": "False", "sched.lr_lag": "1"}
     monkeypatch.setattr(fidelity_choices, "run_params", lambda uri, run: params)

@@ -8,7 +8,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from dnrt.engine.optim import scale_lr_per_device
+from dnrt.factory import build_optimizer
 from dnrt.nn import ARR
+from tests.harness.config import compose_cfg
 from tests.test_ddp_exact import NUM_CLASSES, SCENARIOS, WIDTHS, FixedTaps, _one_by_one
 
 # Spawns gloo process groups: not in `make test-fast`.
@@ -58,10 +61,6 @@ def test_each_rank_memory_is_the_loop_over_its_own_samples_only(tmp_path):
 
 def test_device_lr_scale_is_the_authors_rate_of_one_device_batch():
     """Their config: lr = 0.0005 * batch_size / 512 with batch_size per process."""
-    from dnrt.engine.build import build_optimizer
-    from dnrt.engine.optim import scale_lr_per_device
-    from tests.conftest import compose_cfg
-
     for world in (1, 2, 4):
         cfg = compose_cfg(["experiment=paper_vit", "trainer.batch_size=1024"])
         optimizer = build_optimizer(cfg, nn.Linear(2, 2))

@@ -9,9 +9,13 @@ import torch
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from dnrt.engine.build import build_optimizer, build_scheduler
-from dnrt.engine.loops import StepConfig, train_one_epoch
-from tests.conftest import compose_cfg
+from dnrt.config import signed_params
+from dnrt.engine.loops import StepConfig, make_mixup, train_one_epoch
+from dnrt.factory import build_components, build_model, build_optimizer, build_scheduler
+from dnrt.nn import ARR
+from dnrt.preflight import check_run
+from dnrt.types import DistInfo
+from tests.harness.config import FAST, compose_cfg
 
 CIFAR_STEPS = 196  # 50,000 images in batches of 256, the last one kept
 CHECKED = (0, 1, 3919, 3920, 3921)  # the warmup ends at step 20 x 196 = 3920
@@ -102,8 +106,6 @@ def _authors_arr(batches, num_classes: int, momentum: float) -> list[float]:
 
 
 def test_arr_width_average_is_the_authors_module_on_taps_of_unequal_widths():
-    from dnrt.nn import ARR
-
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, sum(TAP_WIDTHS), generator=g), torch.randint(0, 3, (16,), generator=g))
                for _ in range(4)]
@@ -121,13 +123,9 @@ def test_arr_width_average_is_the_authors_module_on_taps_of_unequal_widths():
 
 
 def test_paper_trainer_sets_the_authors_arr_and_the_defaults_stay_out_of_the_signatures():
-    from dnrt.config import signed_params
-    from dnrt.engine.build import build_components
-    from dnrt.engine.distributed import DistInfo
-    from tests.conftest import FAST
-
-    comps = build_components(compose_cfg(["model=vit_tiny", "regularizer=arr", "trainer=paper", "trainer.amp=false",
-                                          "sched=cosine", *FAST]), DistInfo())
+    cfg = compose_cfg(["model=vit_tiny", "regularizer=arr", "trainer=paper", "trainer.amp=false", "sched=cosine",
+                       *FAST])
+    comps = build_components(check_run(cfg, fit=False), DistInfo())
     assert (comps.arr.average, comps.arr.memory) == ("width", "rank")
     for preset in ("paper_vit", "paper_cnn", "paper_ablation", "paper_longtail", "paper_imagenet1k", "paper_fig3"):
         t = compose_cfg([f"experiment={preset}"]).trainer
@@ -142,8 +140,6 @@ def test_paper_resnet18_has_the_authors_init_without_zero_initialised_last_norms
     """torchvision's BasicBlock (the authors' toolkit) initialises every BatchNorm weight to one;
     timm's resnet18 zeroes each block's last one unless told not to."""
     from torchvision.models.resnet import BasicBlock, resnet18
-
-    from dnrt.engine.build import build_model
 
     def last_norms(model):
         return [m.bn2.weight for m in model.modules() if hasattr(m, "bn2")]
@@ -165,8 +161,6 @@ def test_mixup_preset_trains_on_timms_mixed_batches_with_soft_target_cross_entro
     same numpy state, computed here."""
     import numpy as np
     from timm.data import Mixup
-
-    from dnrt.engine.loops import make_mixup
 
     cfg = compose_cfg(["experiment=paper_imagenet1k_mixup"], return_hydra_config=True)
     t = cfg.trainer

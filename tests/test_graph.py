@@ -16,36 +16,18 @@ from analysis.paper import build_paper_table, get_layout
 from analysis.runs import RunQuery, fetch_runs
 from dnrt.config import ConfigError, config_hash
 from dnrt.data.dgraph import DGraphFinData, NodeView
-from dnrt.engine.build import build_components
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.engine.distributed import DistInfo
+from dnrt.factory import build_components
 from dnrt.graph import binary_auc
 from dnrt.nn import ARR
+from dnrt.preflight import check_run
+from dnrt.testing import write_graph
+from dnrt.tracking_schema import HEADLINE_TAG
 from dnrt.train import checkpoint_path, train
-from tests.conftest import compose_cfg
+from tests.harness.config import compose_cfg
 
 FAST = ["trainer.progress=false", "trainer.threads=1", "optim.lr=0.01"]
-
-
-def write_graph(path: Path, n: int = 600, seed: int = 0) -> dict[str, np.ndarray]:
-    """A DGraphFin-layout .npz: 17 features, labels 0-3 (0/1 predicted), fraud nodes shifted in 4
-    features and linked mostly among themselves, so a GNN can learn it; splits are id arrays."""
-    rng = np.random.default_rng(seed)
-    y = rng.choice(4, size=n, p=[0.45, 0.15, 0.25, 0.15])
-    x = rng.normal(size=(n, 17)).astype(np.float32)
-    x[y == 1, :4] += 1.5
-    x[:, 5] = x[:, 5] * 30 + 100  # a badly scaled feature: standardisation must handle it
-    src, dst = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
-    keep = ((y[src] == 1) == (y[dst] == 1)) | (rng.random(3000) < 0.2)
-    edges = np.stack([src[keep], dst[keep]], 1)
-    labelled = rng.permutation(np.flatnonzero(y < 2))
-    a, b = int(0.6 * len(labelled)), int(0.8 * len(labelled))
-    arrays = dict(x=x, y=y, edge_index=edges, edge_type=rng.integers(1, 12, len(edges)),
-                  edge_timestamp=rng.integers(1, 800, len(edges)), train_mask=labelled[:a],
-                  valid_mask=labelled[a:b], test_mask=labelled[b:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return arrays
 
 
 @pytest.fixture
@@ -78,7 +60,7 @@ def test_gnn_with_raa_and_arr_logs_the_auc_sklearn_gives(graph_dir: Path, store,
     assert outcome.status == "finished"
     (run,) = store.runs()
     assert run.info.status == "FINISHED" and run.info.run_name == f"{model}-raa-arr-dgraphfin-s0"
-    assert run.data.tags["dnrt.headline"] == "val/auc"
+    assert run.data.tags[HEADLINE_TAG] == "val/auc"
     for key in ("train/loss", "train/loss_ce", "train/loss_arr", "val/loss", "val/auc", "val/loss_arr", "test/auc"):
         assert [m.step for m in store.client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     m = run.data.metrics
@@ -86,7 +68,7 @@ def test_gnn_with_raa_and_arr_logs_the_auc_sklearn_gives(graph_dir: Path, store,
     assert m["final/val_auc"] == m["val/auc"] and m["best/val_auc"] >= m["final/val_auc"]
     # the AUC of the trained model's outputs, recomputed here from its checkpoint
     ckpt = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
-    comp = build_components(cfg, DistInfo())
+    comp = build_components(check_run(cfg, fit=False), DistInfo())
     comp.core.load_state_dict(ckpt["model"])
     assert any(type(mod).__name__ == "RAA" for mod in comp.core.modules())
     with torch.no_grad():
@@ -123,7 +105,7 @@ def test_missing_file_is_refused_before_any_run(tmp_path: Path, store) -> None:
 
 @pytest.mark.slow
 def test_the_cli_says_where_to_put_the_file(tmp_path: Path, store) -> None:
-    proc = store.launch_here("model=gcn", "dataset=dgraphfin", f"data_dir={tmp_path / 'none'}",
+    proc = store.launch("model=gcn", "dataset=dgraphfin", f"data_dir={tmp_path / 'none'}",
                              "trainer.progress=false")
     assert proc.returncode == 2, proc.stderr
     assert "DGraphFin not found" in proc.stderr and "dgraphfin.npz" in proc.stderr
@@ -141,7 +123,7 @@ def test_models_and_data_must_match(graph_dir: Path, store) -> None:
 def test_arr_memory_on_node_embeddings_matches_a_one_by_one_loop(graph_dir: Path, store) -> None:
     """Only the training nodes update the class means, one at a time in index order."""
     cfg = graph_cfg(graph_dir, store, "model=gcn", "act=relu", "regularizer=arr", "model.num_layers=3")
-    comp = build_components(cfg, DistInfo())
+    comp = build_components(check_run(cfg, fit=False), DistInfo())
     model, arr = comp.core, comp.arr
     assert isinstance(arr, ARR) and arr.taps.paths == ["taps.0", "taps.1"]
     (view, y), = comp.train_loader
@@ -181,7 +163,7 @@ def test_arr_memory_on_node_embeddings_matches_a_one_by_one_loop(graph_dir: Path
 
 def test_raa_acts_on_node_features_as_tokens(graph_dir: Path, store) -> None:
     cfg = graph_cfg(graph_dir, store, "model=graphsage", "act=raa", "model.hidden=16")
-    model = build_components(cfg, DistInfo()).core
+    model = build_components(check_run(cfg, fit=False), DistInfo()).core
     (raa,) = model.acts
     assert type(raa).__name__ == "RAA" and raa.weight.shape == (16,)  # one shift per node from its 16 channels
     x = torch.randn(5, 16)
@@ -236,7 +218,7 @@ def test_paper_graph_headline_is_the_test_auc_at_the_lowest_validation_loss(grap
                                              key=lambda m: m.step)] for key in ("val/loss", "test/auc")}
     lowest = min(range(6), key=lambda e: history["val/loss"][e])
     assert history["test/auc"][lowest] not in (history["test/auc"][-1], max(history["test/auc"]))  # tells apart
-    assert run.data.tags["dnrt.headline"] == "test/auc_at_min_val_loss"
+    assert run.data.tags[HEADLINE_TAG] == "test/auc_at_min_val_loss"
     assert run.data.metrics["final/test_auc_at_min_val_loss"] == history["test/auc"][lowest]
     table = build_paper_table(fetch_runs(RunQuery(store.uri, "test"))[0], get_layout("paper_graph"))
     assert table.metric == "final/test_auc_at_min_val_loss"

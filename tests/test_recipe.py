@@ -15,11 +15,12 @@ from torch import nn
 
 from dnrt.config import ConfigError, config_hash, validate
 from dnrt.engine.amp import amp_dtype, grad_scaler
-from dnrt.engine.build import build_components
 from dnrt.engine.distributed import DistInfo
 from dnrt.engine.loops import StepConfig, backward_and_step, train_one_epoch
 from dnrt.engine.trainer import Trainer
-from tests.conftest import FAST, compose_cfg
+from dnrt.factory import build_components
+from dnrt.preflight import check_run
+from tests.harness.config import FAST, compose_cfg
 
 STEPS = 196  # CIFAR: 50,000 images in batches of 256, the last one kept
 
@@ -208,13 +209,13 @@ def test_amp_settings_keep_their_meaning():
 def test_fp16_run_checkpoints_its_grad_scaler(tmp_path):
     cfg = compose_cfg(["trainer.amp=fp16", *FAST])
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
-        comp = build_components(cfg, DistInfo())
+        comp = build_components(check_run(cfg, fit=False), DistInfo())
     assert comp.amp_dtype is torch.float16 and comp.scaler is not None
     comp.scaler.scale(torch.ones(()))  # the scaler sets itself up on first use
     comp.scaler.update(1234.0)
     state = Trainer(cfg, comp, DistInfo(), tmp_path / "last.pt", "hash").state_dict()
     with pytest.warns(UserWarning):
-        fresh = build_components(cfg, DistInfo())
+        fresh = build_components(check_run(cfg, fit=False), DistInfo())
     Trainer(cfg, fresh, DistInfo(), tmp_path / "last.pt", "hash").load_state_dict(state)
     assert fresh.scaler.get_scale() == 1234.0
 
@@ -233,7 +234,7 @@ def test_fidelity_report_prints_the_authors_figures(capsys):
 
 
 def test_fidelity_macs_count_a_linear_layer_exactly():
-    from analysis.fidelity import count_macs
+    from dnrt.models.macs import count_macs
 
     class Flat(nn.Module):
         def __init__(self):
@@ -243,4 +244,4 @@ def test_fidelity_macs_count_a_linear_layer_exactly():
         def forward(self, x):
             return self.fc(x.flatten(1))
 
-    assert count_macs(Flat(), img_size=4) == 3 * 4 * 4 * 7
+    assert count_macs(Flat(), img_size=4)["total"] == 3 * 4 * 4 * 7

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tracking_schema import TEST_AUC_AT_MIN_VAL_LOSS, VAL_AUC
 from .base import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def split_index(arr: np.ndarray, num_nodes: int) -> torch.Tensor:
 
 # The metric a run is judged by: the last epoch's validation AUC, or the test AUC at the epoch of
 # lowest validation loss (the only epoch selection in the DGraphFin baselines' code).
-HEADLINES = ("val/auc", "test/auc_at_min_val_loss")
+HEADLINES = (VAL_AUC, TEST_AUC_AT_MIN_VAL_LOSS)
 
 
 class DGraphFinData:
@@ -94,7 +95,7 @@ class DGraphFinData:
     task = "node"  # node classification: built by dnrt.graph, not by the image path
 
     def __init__(self, name: str = "dgraphfin", root: str = "data/dgraphfin", standardize: bool = True,
-                 undirected: bool = True, headline: str = "val/auc"):
+                 undirected: bool = True, headline: str = VAL_AUC):
         if headline not in HEADLINES:
             raise ValueError(f"dataset.headline must be one of {HEADLINES}, got {headline!r}")
         self.headline = headline

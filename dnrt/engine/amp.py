@@ -1,7 +1,9 @@
-"""Mixed precision: ``trainer.amp`` -> the autocast dtype and, for float16, a GradScaler."""
+"""Mixed precision: ``trainer.amp`` -> the autocast dtype, the autocast context for a forward pass
+and, for float16, a GradScaler."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -28,7 +30,7 @@ def amp_dtype(setting, device: torch.device) -> torch.dtype | None:
         _check_autocast(setting, device, dtype)
     if dtype is torch.float16 and device.type == "cpu":
         warnings.warn("trainer.amp=fp16 on the CPU: float16 autocast runs, but much slower than float32 "
-                      "(about 25x on this project's CPU); trainer.amp=false for CPU runs", stacklevel=2)
+                      "(docs/measurements.md); trainer.amp=false for CPU runs", stacklevel=2)
     return dtype
 
 
@@ -45,6 +47,13 @@ def _check_autocast(setting, device: torch.device, dtype: torch.dtype) -> None:
     if any("not supported" in str(w.message) or "Disabling autocast" in str(w.message) for w in caught):
         raise ConfigError("trainer.amp", setting, f"{device.type} autocast does not support {dtype} in "
                           f"torch {torch.__version__}", ["false", "auto"])
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``'s type; a no-op context for full precision (None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from ..types import DistInfo
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+__all__ = ["DistInfo", "broadcast_object", "init_distributed"]
 
 
 def init_distributed() -> DistInfo:
-    """Join the process group when launched by torchrun (``RANK``/``WORLD_SIZE``) or as several
-    SLURM tasks by submitit (``tasks_per_node`` > 1); a single process returns rank 0 of 1."""
+    """Called by the entry point, once per job: join the process group when launched by torchrun
+    (``RANK``/``WORLD_SIZE``) or as several SLURM tasks by submitit (``tasks_per_node`` > 1); a single
+    process returns rank 0 of 1."""
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:

@@ -3,7 +3,6 @@ per epoch (and every ``refresh`` steps for the progress bar), so a step has no f
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +15,21 @@ from torch import nn
 from tqdm import tqdm
 
 from ..nn import ARR
+from ..tracking_schema import (
+    EPOCH_TIME,
+    LR,
+    TRAIN_ACC1,
+    TRAIN_DATA_TIME_FRAC,
+    TRAIN_LOSS,
+    TRAIN_LOSS_ARR,
+    TRAIN_LOSS_CE,
+    TRAIN_THROUGHPUT,
+    VAL_ACC1,
+    VAL_ACC5,
+    VAL_LOSS,
+    VAL_LOSS_ARR,
+)
+from .amp import autocast
 from .faults import SignalAt, after_step
 
 
@@ -59,19 +73,13 @@ def make_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, 
                  label_smoothing=label_smoothing, num_classes=num_classes)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler, arr: ARR | None,
-                    sc: StepConfig, epoch: int, device: torch.device, desc: str = "", start_step: int = 0,
+                    step_cfg: StepConfig, epoch: int, device: torch.device, desc: str = "", start_step: int = 0,
                     resume_sums: torch.Tensor | None = None, resume_times: tuple[float, float] = (0.0, 0.0),
                     should_stop: Callable[[], bool] | None = None,
                     scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
@@ -91,7 +99,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, ce, arr, correct, seen
     if resume_sums is not None:
         sums += resume_sums.to(device)
-    bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not sc.progress,
+    bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not step_cfg.progress,
                leave=False, mininterval=1.0)
     data_time, prior = resume_times
     start = time.perf_counter()
@@ -105,25 +113,25 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             raise Interrupted(i, sums.cpu(), data_time, prior + time.perf_counter() - start)
         data_time += time.perf_counter() - t_fetch
         soft = None
-        if sc.mixup is not None:
-            x, soft = sc.mixup(x, y)
-        with _autocast(device, sc.amp_dtype):
+        if step_cfg.mixup is not None:
+            x, soft = step_cfg.mixup(x, y)
+        with autocast(device, step_cfg.amp_dtype):
             logits = model(x)
             if soft is None:
-                ce = F.cross_entropy(logits.float(), y, label_smoothing=sc.label_smoothing)
+                ce = F.cross_entropy(logits.float(), y, label_smoothing=step_cfg.label_smoothing)
             else:
                 ce = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
             reg = arr(y) if arr is not None else ce.new_zeros(())
-            loss = ce + sc.arr_weight * reg
+            loss = ce + step_cfg.arr_weight * reg
         optimizer.zero_grad(set_to_none=True)
-        backward_and_step(loss, model, optimizer, sc.grad_clip, scaler)
+        backward_and_step(loss, model, optimizer, step_cfg.grad_clip, scaler)
         scheduler.step_update(num_updates=epoch * steps + i + 1)
-        after_step(sc.signal_at, epoch * steps + i + 1)
+        after_step(step_cfg.signal_at, epoch * steps + i + 1)
         with torch.no_grad():
             n = y.shape[0]
             sums += torch.stack([loss.detach() * n, ce.detach() * n, reg.detach() * n,
                                  (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)]).double()
-        if sc.progress and (i + 1) % sc.refresh == 0:
+        if step_cfg.progress and (i + 1) % step_cfg.refresh == 0:
             s = sums.tolist()
             bar.set_postfix(loss=f"{s[0] / s[4]:.3f}", acc=f"{100 * s[3] / s[4]:.1f}",
                             img_s=f"{s[4] / (prior + time.perf_counter() - start):.0f}")  # incl. a resumed part
@@ -139,10 +147,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch}")
     seen = max(seen, 1.0)
     return {
-        "train/loss": loss_sum / seen, "train/loss_ce": ce_sum / seen, "train/loss_arr": arr_sum / seen,
-        "train/acc1": 100.0 * correct / seen, "lr": optimizer.param_groups[0]["lr"],
-        "epoch_time_s": elapsed, "train/throughput_img_s": seen / max(elapsed, 1e-9),
-        "train/data_time_frac": data_time / max(elapsed, 1e-9),
+        TRAIN_LOSS: loss_sum / seen, TRAIN_LOSS_CE: ce_sum / seen, TRAIN_LOSS_ARR: arr_sum / seen,
+        TRAIN_ACC1: 100.0 * correct / seen, LR: optimizer.param_groups[0]["lr"],
+        EPOCH_TIME: elapsed, TRAIN_THROUGHPUT: seen / max(elapsed, 1e-9),
+        TRAIN_DATA_TIME_FRAC: data_time / max(elapsed, 1e-9),
     }
 
 
@@ -175,7 +183,7 @@ def evaluate(model: nn.Module, loader, arr: ARR | None, device: torch.device,
         arr.eval()
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # ce, correct1, correct5, arr, seen
     for x, y in loader:
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(x).float()
             reg = arr(y) if arr is not None else logits.new_zeros(())
         n = y.shape[0]
@@ -185,7 +193,7 @@ def evaluate(model: nn.Module, loader, arr: ARR | None, device: torch.device,
                              (top == y[:, None]).any(1).sum(), reg * n, torch.tensor(n, device=device)]).double()
     ce, c1, c5, reg_sum, seen = sums.tolist()
     seen = max(seen, 1.0)
-    out = {"val/loss": ce / seen, "val/acc1": 100.0 * c1 / seen, "val/acc5": 100.0 * c5 / seen}
+    out = {VAL_LOSS: ce / seen, VAL_ACC1: 100.0 * c1 / seen, VAL_ACC5: 100.0 * c5 / seen}
     if arr is not None:
-        out["val/loss_arr"] = reg_sum / seen
+        out[VAL_LOSS_ARR] = reg_sum / seen
     return out

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..tracking import HEADLINE_TAG, RunTracker
-from . import clock
-from .build import Components
+from ..tracking import RunTracker
+from ..tracking_schema import (
+    ARR_RANKS_TAG,
+    BEST_VAL_ACC1,
+    DEVICE_TAG,
+    FINAL_VAL_ACC1,
+    HEADLINE_TAG,
+    STARTUP,
+    STARTUP_COLD,
+    STARTUP_TAG,
+    STARTUP_WARM,
+    THREADS_TAG,
+    TRAIN_ACC1,
+    TRAIN_LOSS,
+    TRAIN_THROUGHPUT,
+    VAL_ACC1,
+    best_metric,
+    final_metric,
+)
+from ..types import Components, Job
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .faults import parse_signal_at
@@ -50,40 +69,45 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, comp: Components, dist_info: DistInfo, ckpt_path: Path, config_hash: str):
-        self.cfg, self.c, self.dist, self.ckpt_path, self.config_hash = cfg, comp, dist_info, ckpt_path, config_hash
-        t = cfg.trainer
+    """Trains ``parts`` as ``cfg`` says, checkpointing to ``ckpt_path`` after every epoch."""
+
+    def __init__(self, cfg: DictConfig, parts: Components, dist_info: DistInfo, ckpt_path: Path, config_hash: str):
+        self.cfg, self.parts, self.dist = cfg, parts, dist_info
+        self.ckpt_path, self.config_hash = ckpt_path, config_hash
+        settings = cfg.trainer
         self.step_cfg = StepConfig(
-            arr_weight=float(cfg.regularizer.weight) if comp.arr is not None else 0.0,
-            label_smoothing=float(t.label_smoothing), grad_clip=t.grad_clip, amp_dtype=comp.amp_dtype,
-            progress=bool(t.progress) and dist_info.is_main, signal_at=parse_signal_at(t.get("signal_at_step")),
-            mixup=make_mixup(float(t.get("mixup_alpha", 0.0)), float(t.get("cutmix_alpha", 0.0)),
-                             float(t.label_smoothing), getattr(comp.data, "num_classes", 0)))
+            arr_weight=float(cfg.regularizer.weight) if parts.arr is not None else 0.0,
+            label_smoothing=float(settings.label_smoothing), grad_clip=settings.grad_clip, amp_dtype=parts.amp_dtype,
+            progress=bool(settings.progress) and dist_info.is_main,
+            signal_at=parse_signal_at(settings.get("signal_at_step")),
+            mixup=make_mixup(float(settings.get("mixup_alpha", 0.0)), float(settings.get("cutmix_alpha", 0.0)),
+                             float(settings.label_smoothing), getattr(parts.data, "num_classes", 0)))
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        c = self.c
+        parts = self.parts
         return {
-            "model": c.core.state_dict(), "optimizer": c.optimizer.state_dict(),
-            "scheduler": c.scheduler.state_dict(), "scaler": c.scaler.state_dict() if c.scaler is not None else None,
-            "arr": c.arr.state_dict() if c.arr is not None else None,
+            "model": parts.core.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+            "arr": parts.arr.state_dict() if parts.arr is not None else None,
             "epoch": self.state.epoch, "history": self.state.history, "best_acc1": self.state.best_acc1,
             "run_id": self.state.run_id, "partial": self.state.partial, "rng": rng_state(),
             "config_hash": self.config_hash, "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], weights_only: bool = False) -> None:
-        c = self.c
-        c.core.load_state_dict(ckpt["model"])
-        if c.arr is not None and ckpt.get("arr") is not None:
-            c.arr.load_state_dict(ckpt["arr"])
+        parts = self.parts
+        parts.core.load_state_dict(ckpt["model"])
+        if parts.arr is not None and ckpt.get("arr") is not None:
+            parts.arr.load_state_dict(ckpt["arr"])
         if weights_only:
             return
-        c.optimizer.load_state_dict(ckpt["optimizer"])
-        c.scheduler.load_state_dict(ckpt["scheduler"])
-        if c.scaler is not None and ckpt.get("scaler"):
-            c.scaler.load_state_dict(ckpt["scaler"])
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
+        parts.scheduler.load_state_dict(ckpt["scheduler"])
+        if parts.scaler is not None and ckpt.get("scaler"):
+            parts.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt["best_acc1"], ckpt["run_id"],
                                 ckpt.get("partial"))
@@ -93,13 +117,15 @@ class Trainer:
             save_checkpoint(self.ckpt_path, self.state_dict())
 
     def resume_from(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path, map_location=self.c.device))
+        self.load_state_dict(load_checkpoint(path, map_location=self.parts.device))
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, tracker: RunTracker, should_stop: Callable[[], bool] | None = None) -> float:
+    def fit(self, tracker: RunTracker, should_stop: Callable[[], bool] | None = None, job: Job | None = None
+            ) -> float:
         """Train the remaining epochs; returns the final val top-1. Epochs already in MLflow are not
-        logged again; epochs in the checkpoint but missing from MLflow are logged now."""
-        cfg, c = self.cfg, self.c
+        logged again; epochs in the checkpoint but missing from MLflow are logged now. ``job``: whose
+        clock gives ``startup_s`` (None: this process's, from its start)."""
+        cfg, parts = self.cfg, self.parts
         self.state.run_id = tracker.run_id or self.state.run_id
         logged = tracker.logged_steps()
         for record in self.state.history:
@@ -108,21 +134,24 @@ class Trainer:
         stop_after = cfg.trainer.stop_after
         first_epoch = self.state.epoch
         # the fixed cost of a sweep job: (interpreter start, imports,) config, data, model, run creation
-        tracker.log_metrics({"startup_s": clock.startup_s()}, step=first_epoch)
+        started = job.started if job is not None and job.started is not None else psutil.Process().create_time()
+        tracker.log_metrics({STARTUP: time.time() - started}, step=first_epoch)
         # where it ran: a CPU run's speed depends on its thread count as much as on its device
-        tracker.set_tags({"dnrt.startup": "warm" if clock.is_warm() else "cold", HEADLINE_TAG: c.headline,
-                          "dnrt.device": str(c.device), "dnrt.threads": str(torch.get_num_threads())})
+        warm = job is not None and job.warm
+        tracker.set_tags({STARTUP_TAG: STARTUP_WARM if warm else STARTUP_COLD, HEADLINE_TAG: parts.headline,
+                          DEVICE_TAG: str(parts.device), THREADS_TAG: str(torch.get_num_threads())})
         for epoch in range(self.state.epoch, cfg.trainer.epochs):
             if stop_after is not None and epoch - first_epoch >= stop_after:
                 raise StopRequested(f"stopped after epoch {epoch} (trainer.stop_after={stop_after})", epoch)
-            c.train_loader.set_epoch(epoch)
+            parts.train_loader.set_epoch(epoch)
             partial = self.state.partial or {}
             try:
                 train_m = train_one_epoch(
-                    c.model, c.train_loader, c.optimizer, c.scheduler, c.arr, self.step_cfg, epoch, c.device,
+                    parts.model, parts.train_loader, parts.optimizer, parts.scheduler, parts.arr, self.step_cfg, epoch,
+                    parts.device,
                     start_step=partial.get("step", 0), resume_sums=partial.get("sums"),
                     resume_times=tuple(partial.get("times", (0.0, 0.0))), should_stop=should_stop,
-                    scaler=c.scaler)
+                    scaler=parts.scaler)
             except Interrupted as stop:
                 self.state.partial = {"step": stop.step, "sums": stop.sums, "times": [stop.data_time, stop.elapsed]}
                 self.save()
@@ -130,32 +159,32 @@ class Trainer:
             self.state.partial = None
             val_m = self.evaluate()
             metrics = {**train_m, **val_m}
-            if c.epoch_metrics is not None:
-                metrics.update(c.epoch_metrics(self.state.history, metrics))
+            if parts.epoch_metrics is not None:
+                metrics.update(parts.epoch_metrics(self.state.history, metrics))
             self.state.epoch = epoch + 1
-            self.state.best_acc1 = max(self.state.best_acc1, val_m["val/acc1"])
+            self.state.best_acc1 = max(self.state.best_acc1, val_m[VAL_ACC1])
             self.state.history.append({"epoch": epoch + 1, **metrics})
             self.save()  # before logging: a crash in between is repaired by the replay above
             tracker.log_metrics(metrics, step=epoch + 1)
             tracker.heartbeat()
             if self.dist.is_main and cfg.trainer.progress:
                 log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
-                         f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "
-                         f"val {metrics['val/acc1']:.2f}% ({metrics['train/throughput_img_s']:.0f} img/s)")
-        if self.dist.world_size > 1 and c.arr is not None and c.arr.memory == "global":
-            identical = memories_identical_across_ranks(c.arr)
-            tracker.set_tags({"dnrt.arr_ranks_identical": str(identical).lower()})
+                         f"loss {metrics[TRAIN_LOSS]:.4f} train {metrics[TRAIN_ACC1]:.2f}% "
+                         f"val {metrics[VAL_ACC1]:.2f}% ({metrics[TRAIN_THROUGHPUT]:.0f} img/s)")
+        if self.dist.world_size > 1 and parts.arr is not None and parts.arr.memory == "global":
+            identical = memories_identical_across_ranks(parts.arr)
+            tracker.set_tags({ARR_RANKS_TAG: str(identical).lower()})
             if not identical:
                 raise RuntimeError("ARR memories diverged across DDP ranks")
-        final = self.state.history[-1]["val/acc1"] if self.state.history else float("nan")
-        summary = {"best/val_acc1": self.state.best_acc1, "final/val_acc1": final}
-        if c.headline != "val/acc1" and self.state.history:  # e.g. val/auc -> best/val_auc, final/val_auc
-            values = [h[c.headline] for h in self.state.history]
-            name = c.headline.replace("/", "_")
-            summary.update({f"best/{name}": max(values), f"final/{name}": values[-1]})
+        final = self.state.history[-1][VAL_ACC1] if self.state.history else float("nan")
+        summary = {BEST_VAL_ACC1: self.state.best_acc1, FINAL_VAL_ACC1: final}
+        if parts.headline != VAL_ACC1 and self.state.history:  # e.g. val/auc -> best/val_auc, final/val_auc
+            values = [h[parts.headline] for h in self.state.history]
+            summary.update({best_metric(parts.headline): max(values), final_metric(parts.headline): values[-1]})
         tracker.log_metrics(summary, step=cfg.trainer.epochs)
         return final
 
     def evaluate(self) -> dict[str, float]:
-        run = self.c.evaluate_fn or evaluate
-        return run(self.c.model, self.c.val_loader, self.c.arr, self.c.device, self.c.amp_dtype)
+        parts = self.parts
+        run = parts.evaluate_fn or evaluate
+        return run(parts.model, parts.val_loader, parts.arr, parts.device, parts.amp_dtype)

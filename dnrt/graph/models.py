@@ -12,12 +12,13 @@ import torch
 from torch import nn
 
 from ..data.dgraph import NodeView
-from ..models.registry import BuiltModel
+from ..models.registry import BuiltModel, model_spec, register_model
 from ..nn import ActSpec, create_act
 
 # model.name -> the torch_geometric.nn convolution it stacks
 GNN_CONVS = {"gcn": "GCNConv", "graphsage": "SAGEConv"}
 GNN_NAMES = tuple(GNN_CONVS)
+GNN_TAPS = ["taps.*"]  # every hidden layer's embeddings of the reported nodes
 
 
 def has_pyg() -> bool:
@@ -72,11 +73,25 @@ class GNN(nn.Module):
         return self.convs[-1](h, view.edge_index).index_select(0, view.index)
 
 
+def _register(name: str, conv: str) -> None:
+    def build(in_chans: int, num_classes: int, act: ActSpec | str = "relu", hidden: int = 128, num_layers: int = 2,
+              dropout: float = 0.0) -> GNN:
+        return GNN(conv, in_chans, num_classes, act, hidden, num_layers, dropout)
+
+    register_model(name, GNN_TAPS, family="gnn", task="node", note=f"torch_geometric.nn.{conv} layers")(build)
+
+
+for _name, _conv in GNN_CONVS.items():
+    _register(_name, _conv)
+
+
 def create_gnn(name: str, num_classes: int, in_chans: int, act: ActSpec | str = "relu", hidden: int = 128,
                num_layers: int = 2, dropout: float = 0.0) -> BuiltModel:
-    """Build ``name`` (``gcn`` | ``graphsage``); ARR taps every hidden layer (``taps.*``), one
-    [n, C] response per node."""
-    if name not in GNN_CONVS:
+    """Build the registered graph model ``name`` (``gcn`` | ``graphsage``); ARR taps every hidden layer
+    (``taps.*``), one [n, C] response per node."""
+    spec = model_spec(name)
+    if spec is None or spec.task != "node":
         raise ValueError(f"unknown graph model {name!r}; valid: {', '.join(GNN_NAMES)}")
-    model = GNN(GNN_CONVS[name], in_chans, num_classes, act or "relu", hidden, num_layers, dropout)
-    return BuiltModel(model, ["taps.*"], "auto", None)
+    model = spec.build(in_chans=in_chans, num_classes=num_classes, act=act or "relu", hidden=hidden,
+                       num_layers=num_layers, dropout=dropout)
+    return BuiltModel(model, spec.taps, spec.pooling, None)

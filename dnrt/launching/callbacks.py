@@ -14,7 +14,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
+from ..tracking_schema import SUMMARY_ARTIFACT, RunStatus, sweep_metric
+from .context import read_context
+from .summary import print_summary, read_summary
 
 
 class SweepFailed(SystemExit):
@@ -24,12 +26,10 @@ class SweepFailed(SystemExit):
 class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # imported here, not at the top: Hydra builds the callbacks in every launch.py process, `--help`
-        # and refused command lines included, and these modules pull in torch and MLflow
+        # and refused command lines included, and MLflow (which dnrt.tracking loads) takes seconds to import
         from mlflow import MlflowClient
 
         from ..tracking import with_retry
-        from .context import read_context
-        from .summary import print_summary, read_summary
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         context = read_context(sweep_dir)
@@ -37,12 +37,12 @@ class SweepCallback(Callback):
             return
         rows = read_summary(sweep_dir)
         counts = print_summary(rows)
-        failed = counts.get("failed", 0)
+        failed = counts.get(RunStatus.FAILED, 0)
         client = MlflowClient(context.tracking_uri)
-        with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), "summary.json")
-        for status in STATUSES:
-            with_retry(client.log_metric, context.parent_run_id, f"sweep/{status}", counts.get(status, 0))
+        with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), SUMMARY_ARTIFACT)
+        for status in RunStatus:
+            with_retry(client.log_metric, context.parent_run_id, sweep_metric(status), counts.get(status, 0))
         with_retry(client.set_terminated, context.parent_run_id, status="FAILED" if failed else "FINISHED")
         if failed:
-            reasons = "; ".join(f"{r['run_name']}: {r['detail']}" for r in rows if r["status"] == "failed")
+            reasons = "; ".join(f"{r['run_name']}: {r['detail']}" for r in rows if r["status"] == RunStatus.FAILED)
             raise SweepFailed(f"{failed} run(s) failed: {reasons}")

@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from ..train import RunContext
+from ..types import RunContext
 
 CONTEXT_FILE = "dnrt_sweep.json"
 

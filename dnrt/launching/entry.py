@@ -1,7 +1,8 @@
 """What launch.py runs per job: one training run, isolated from the rest of its sweep.
 
-The entry point owns what is process-wide: intra-op threads, the allocator setting, the job
-clock and the signal handlers; ``dnrt.train.train`` itself changes none of them.
+The entry point owns what is process-wide: intra-op threads, the allocator setting, the process
+group, the job clock, the signal handlers, and the environment variables that say which job and
+rank this is; it hands the job to ``dnrt.train.train`` as a :class:`~dnrt.types.Job`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..config import ConfigError, run_name
-from ..engine import clock
 from ..engine.allocator import keep_freed_memory
-from ..engine.build import set_threads
-from ..train import Outcome, RunContext, train
+from ..engine.distributed import init_distributed
+from ..tracking_schema import RunStatus
+from ..train import train
+from ..types import Job, Outcome, RunContext
+from .cells import Cell
 from .context import read_context
+from .plan import check_cells, plan_cells, print_plan
 from .preempt import PreemptionWatcher
+from .process import JobClock, current_job_id, set_threads
 from .summary import record
 
 log = logging.getLogger(__name__)
+# The jobs this process runs, one after another: the first one's clock starts with the process.
+_CLOCK = JobClock()
 
 
 def _multirun_dir() -> Path | None:
@@ -45,32 +52,30 @@ def run_job(cfg: DictConfig) -> float:
     """Train ``cfg``; return its final val top-1 (NaN if none). In a multirun a failure is recorded
     and the sweep goes on; a single run re-raises it so the process exits non-zero, and a config
     that cannot run prints one line, ``error: <key>=<value>: <why>; valid: ...``, and exits 2."""
-    clock.begin_job()
+    started, warm = _CLOCK.begin()
     set_threads(int(cfg.trainer.threads))
     keep_freed_memory()
     try:
-        return _run_job(cfg)
+        return _run_job(cfg, started, warm)
     finally:
-        clock.end_job()
+        _CLOCK.end()
 
 
 def _plan_single(cfg: DictConfig) -> float:
-    from .cells import Cell
-    from .plan import check_cells, plan_cells, print_plan
-
     cells = [Cell(0, [], cfg)]
-    print_plan(plan_cells(cells, check_cells(cells)), as_json=str(cfg.dry_run) == "json")
+    print_plan(plan_cells(cells, check_cells(cells), current_job_id()), as_json=str(cfg.dry_run) == "json")
     return math.nan
 
 
-def _run_job(cfg: DictConfig) -> float:
+def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
     sweep_dir = _multirun_dir()
     if sweep_dir is None and cfg.get("dry_run", False):
         return _plan_single(cfg)
     context = read_context(sweep_dir) or RunContext()
     watcher = PreemptionWatcher().install()
     try:
-        outcome = train(cfg, should_stop=watcher, context=context)
+        job = Job(current_job_id(), init_distributed(), started, warm)
+        outcome = train(cfg, should_stop=watcher, context=context, job=job)
     except ConfigError as exc:
         watcher.restore()
         if sweep_dir is None:
@@ -79,15 +84,15 @@ def _run_job(cfg: DictConfig) -> float:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         log.error(f"{run_name(cfg)}: refused, {exc}")
-        outcome = Outcome("refused", run_name(cfg), detail=str(exc))
+        outcome = Outcome(RunStatus.REFUSED, run_name(cfg), detail=str(exc))
     except Exception as exc:
         watcher.restore()
         if sweep_dir is None:
             raise
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
-        outcome = Outcome("failed", run_name(cfg), detail=reason)
-    if outcome.status == "stopped" and watcher.signum is not None:
+        outcome = Outcome(RunStatus.FAILED, run_name(cfg), detail=reason)
+    if outcome.status == RunStatus.STOPPED and watcher.signum is not None:
         watcher.hand_over()  # under submitit this requeues the job and exits
         raise SystemExit(f"stopped by signal {watcher.signum}: {outcome.detail}; the same command resumes it")
     watcher.restore()

@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import ConfigError, config_hash, run_name
-from ..preflight import preflight
-from ..tracking import HASH_TAG, resolve_uri, with_retry
-from ..train import checkpoint_path, decide
+from ..decision import checkpoint_path, decide
+from ..preflight import check_run
+from ..tracking import resolve_uri, with_retry
+from ..tracking_schema import HASH_TAG
 from .cells import Cell
 
 
@@ -44,7 +45,7 @@ def check_cells(cells: list[Cell]) -> dict[int, str]:
             refused[cell.index] = cell.error
             continue
         try:
-            preflight(cell.cfg)
+            check_run(cell.cfg)
         except ConfigError as exc:
             refused[cell.index] = str(exc)
     return refused
@@ -71,8 +72,9 @@ def _runs_by_hash(cfg: DictConfig) -> dict[str, list]:
             return found
 
 
-def plan_cells(cells: list[Cell], refused: dict[int, str]) -> list[PlanRow]:
-    """One row per cell; reads the store of the first valid cell's ``tracking`` settings."""
+def plan_cells(cells: list[Cell], refused: dict[int, str], job_id: str) -> list[PlanRow]:
+    """One row per cell; reads the store of the first valid cell's ``tracking`` settings. ``job_id``:
+    the job that would run them (a RUNNING run it started is not someone else's live run)."""
     valid = [c for c in cells if c.index not in refused]
     runs = _runs_by_hash(valid[0].cfg) if valid else {}
     rows = []
@@ -83,15 +85,15 @@ def plan_cells(cells: list[Cell], refused: dict[int, str]) -> list[PlanRow]:
             rows.append(PlanRow(cell.index, name, "", "refused", refused[cell.index], overrides))
             continue
         chash = config_hash(cell.cfg)
-        plan, _ = decide(runs.get(chash, []), cell.cfg, checkpoint_path(cell.cfg, chash))
-        detail = plan.detail
-        if plan.action == "skip" and not math.isnan(plan.val_acc1):
-            detail = f"FINISHED, val top-1 {plan.val_acc1:.2f} (run {plan.run_id})"
-        elif plan.action == "resume":
-            detail = f"from epoch {plan.epoch} (run {plan.run_id})"
-        elif plan.action == "busy":
-            detail = f"live elsewhere (run {plan.run_id})"
-        rows.append(PlanRow(cell.index, run_name(cell.cfg), chash, plan.action, detail, overrides))
+        decision, _ = decide(runs.get(chash, []), cell.cfg, checkpoint_path(cell.cfg, chash), job_id)
+        detail = decision.detail
+        if decision.action == "skip" and not math.isnan(decision.val_acc1):
+            detail = f"FINISHED, val top-1 {decision.val_acc1:.2f} (run {decision.run_id})"
+        elif decision.action == "resume":
+            detail = f"from epoch {decision.epoch} (run {decision.run_id})"
+        elif decision.action == "busy":
+            detail = f"live elsewhere (run {decision.run_id})"
+        rows.append(PlanRow(cell.index, run_name(cell.cfg), chash, decision.action, detail, overrides))
     return rows
 
 

@@ -22,10 +22,20 @@ from omegaconf import DictConfig
 
 from ..config import run_name
 from ..tracking import ensure_experiment, resolve_uri, with_retry
-from ..train import Outcome, RunContext
+from ..tracking_schema import (
+    KIND_TAG,
+    OVERRIDES_PARAM,
+    OVERRIDES_TAG,
+    SWEEP_DIR_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    RunStatus,
+)
+from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
 from .plan import check_cells, plan_cells, print_plan
+from .process import current_job_id
 from .refusal import SweepRefused
 from .summary import record
 
@@ -46,9 +56,9 @@ def begin_sweep(config: DictConfig) -> RunContext:
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     overrides = " ".join(config.hydra.overrides.task)
     run = with_retry(client.create_run, experiment_id, run_name=f"sweep-{sweep_id}",
-                     tags={"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "dnrt.overrides": overrides,
-                           "dnrt.sweep_dir": str(sweep_dir)})
-    with_retry(client.log_param, run.info.run_id, "overrides", overrides[:6000])
+                     tags={SWEEP_TAG: sweep_id, KIND_TAG: SWEEP_KIND, OVERRIDES_TAG: overrides,
+                           SWEEP_DIR_TAG: str(sweep_dir)})
+    with_retry(client.log_param, run.info.run_id, OVERRIDES_PARAM, overrides[:6000])
     context = RunContext(experiment_id, run.info.run_id, sweep_id, uri)
     write_context(sweep_dir, context)
     log.info(f"sweep {sweep_id}: experiment {config.tracking.experiment} (id {experiment_id}), "
@@ -67,7 +77,7 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
     log.info(f"checked {len(cells)} cells in {time.perf_counter() - started:.1f} s: {len(refused)} refused")
     dry_run = config.get("dry_run", False)
     if dry_run:
-        print_plan(plan_cells(cells, refused), as_json=str(dry_run) == "json")
+        print_plan(plan_cells(cells, refused, current_job_id()), as_json=str(dry_run) == "json")
         return []
     if refused and on_invalid == "stop":
         lines = [f"  #{c.index} {' '.join(c.overrides)}: {refused[c.index]}" for c in cells if c.index in refused]
@@ -79,5 +89,5 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
         if cell.index in refused:
             name = run_name(cell.cfg) if cell.cfg is not None else " ".join(cell.overrides)
             log.warning(f"refused #{cell.index} {name}: {refused[cell.index]}")
-            record(sweep_dir, Outcome("refused", name, detail=refused[cell.index]))
+            record(sweep_dir, Outcome(RunStatus.REFUSED, name, detail=refused[cell.index]))
     return [list(c.overrides) for c in cells if c.index not in refused]

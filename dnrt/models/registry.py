@@ -1,8 +1,9 @@
 """Model registry: ``create_model(name, ...)`` builds a network by name, adapts it to the input
 size, swaps in the chosen activation and knows where ARR taps it.
 
-Registered names are DNRT's paper models adapted for small inputs; any other name is passed to
-``timm.create_model``.
+Registered names are DNRT's paper models adapted for small inputs and the graph models of
+:mod:`dnrt.graph` (registered for the ``node`` task, built by their own config target); any other name is
+passed to ``timm.create_model``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class ModelSpec:
     # Stem choices beyond the default "cifar" (the build then takes ``stem=``) and their taps where they differ.
     stems: tuple[str, ...] = ("cifar",)
     stem_taps: dict[str, list[str]] = field(default_factory=dict)
+    # The task its inputs come from (dnrt.factory.tasks): "image" or, for GNNs, "node".
+    task: str = "image"
 
     def taps_for(self, stem: str = "cifar") -> list[str]:
         return self.stem_taps.get(stem, self.taps)
@@ -38,8 +41,9 @@ _MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, taps: list[str], pooling: str = "auto", family: str = "cnn", note: str = "",
-                   stem_taps: dict[str, list[str]] | None = None):
-    """Decorator: register ``build(num_classes, img_size, in_chans, drop_path) -> nn.Module``.
+                   stem_taps: dict[str, list[str]] | None = None, task: str = "image"):
+    """Decorator: register ``build(num_classes, img_size, in_chans, drop_path) -> nn.Module`` (an image
+    model; a model of another ``task`` registers its own build, taking the inputs its task provides).
 
     ``stem_taps``: stem name -> taps for models with a ``stem`` choice beyond ``"cifar"``; their
     build also takes ``stem=``."""
@@ -47,7 +51,7 @@ def register_model(name: str, taps: list[str], pooling: str = "auto", family: st
     def wrap(build):
         extra = dict(stem_taps or {})
         _MODELS[name] = ModelSpec(build, list(taps), pooling, family, note, stems=("cifar", *extra),
-                                  stem_taps={k: list(v) for k, v in extra.items()})
+                                  stem_taps={k: list(v) for k, v in extra.items()}, task=task)
         return build
 
     return wrap
@@ -117,6 +121,8 @@ def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int 
     zero each block's last BatchNorm; None keeps the definition's default. Unknown keyword
     arguments raise ``TypeError`` naming them."""
     spec = _MODELS.get(name)
+    if spec is not None and spec.task != "image":
+        raise ValueError(f"model {name!r} is for {spec.task} data, not images: its config's _target_ builds it")
     stems = spec.stems if spec is not None else ("cifar",)
     if stem not in stems:
         raise ValueError(f"model.stem={stem!r} is not available for model {name!r}; valid: {', '.join(stems)}")

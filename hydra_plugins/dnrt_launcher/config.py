@@ -1,55 +1,7 @@
-"""Config schemas of dnrt's launchers, registered as ``hydra/launcher: dnrt_basic, dnrt_local, dnrt_slurm``.
-All three check every cell of a sweep before launching any (``dnrt.launching.sweep``).
-
-They extend hydra-submitit-launcher's schemas with two keys that decide how runs are packed:
-
-- ``runs_per_job``: at most this many sweep runs share one submitit job (one process, imports
-  paid once); 1 is the stock one-run-per-job behaviour;
-- ``max_jobs``: at most this many jobs per sweep batch (more runs per job if needed); null: no cap.
+"""Registers the config schemas of dnrt's launchers and sweeper and of conf/'s fixed-key groups:
+Hydra imports this module in its plugin scan at startup, before it composes the config. The schemas
+live in dnrt (:mod:`dnrt.launcher_schemas`, :mod:`dnrt.schemas`) and are registered when dnrt is
+imported, so conf/ also composes where the scan does not run this module.
 """
 
-from dataclasses import dataclass
-from typing import Optional
-
-from hydra._internal.core_plugins.basic_launcher import BasicLauncherConf
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
-from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
-
-from dnrt.schemas import register_schemas
-
-PACKAGE = "hydra_plugins.dnrt_launcher.packed"
-register_schemas()  # the typed schemas of conf/'s fixed-key groups: Hydra imports this module at startup
-
-
-@dataclass
-class PackedLocalConf(LocalQueueConf):
-    _target_: str = f"{PACKAGE}.PackedLocalLauncher"
-    runs_per_job: int = 1
-    max_jobs: Optional[int] = None  # noqa: UP045  (OmegaConf's structured configs need Optional)
-    # shell lines before each job (submitit's LocalExecutor supports them; the stock schema lacks the key)
-    setup: Optional[list[str]] = None  # noqa: UP045
-
-
-@dataclass
-class PackedSlurmConf(SlurmQueueConf):
-    _target_: str = f"{PACKAGE}.PackedSlurmLauncher"
-    runs_per_job: int = 1
-    max_jobs: Optional[int] = None  # noqa: UP045
-
-
-@dataclass
-class CheckedBasicConf(BasicLauncherConf):
-    _target_: str = f"{PACKAGE}.CheckedBasicLauncher"
-
-
-@dataclass
-class CheckedBasicSweeperConf(BasicSweeperConf):
-    _target_: str = f"{PACKAGE}.CheckedBasicSweeper"
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="dnrt_basic", node=CheckedBasicSweeperConf,
-                             provider="dnrt")
-ConfigStore.instance().store(group="hydra/launcher", name="dnrt_basic", node=CheckedBasicConf, provider="dnrt")
-ConfigStore.instance().store(group="hydra/launcher", name="dnrt_local", node=PackedLocalConf, provider="dnrt")
-ConfigStore.instance().store(group="hydra/launcher", name="dnrt_slurm", node=PackedSlurmConf, provider="dnrt")
+import dnrt  # noqa: F401  (registers the schemas and resolvers)
