@@ -9,9 +9,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from dnrt.engine.optim import scale_lr_per_device
-from dnrt.factory import build_optimizer
+from dnrt.factory import build_components, build_optimizer
 from dnrt.nn import ARR
-from tests.harness.config import compose_cfg
+from dnrt.preflight import check_run
+from dnrt.types import DistInfo
+from tests.harness.config import FAST, TINY_RESNET, compose_cfg
 from tests.test_ddp_exact import NUM_CLASSES, SCENARIOS, WIDTHS, FixedTaps, _one_by_one
 
 # Spawns gloo process groups: not in `make test-fast`.
@@ -69,3 +71,34 @@ def test_device_lr_scale_is_the_authors_rate_of_one_device_batch():
         plain = build_optimizer(cfg, nn.Linear(2, 2))
         scale_lr_per_device(plain, "global", world)
         assert plain.param_groups[0]["lr"] == pytest.approx(0.0005 * 1024 / 512, rel=1e-12)
+
+
+BUILD_BATCH = 64
+
+
+def _build_worker(rank, world, init_file, out):
+    """Each rank builds a run through the build layer, with trainer=paper and with the defaults."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        built = {}
+        for name, extra in (("paper", ["trainer=paper"]), ("default", [])):
+            cfg = compose_cfg([*TINY_RESNET, *FAST, "regularizer=arr", "optim=paper", *extra, "trainer.amp=false",
+                               "trainer.device=cpu", f"trainer.batch_size={BUILD_BATCH}"])
+            parts = build_components(check_run(cfg, fit=False), DistInfo(rank=rank, world_size=world))
+            built[name] = (parts.optimizer.param_groups[0]["lr"], parts.arr.memory, float(cfg.optim.lr))
+        torch.save(built, f"{out}/build{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_trainer_paper_builds_the_rate_of_one_device_batch_and_per_rank_memories(tmp_path):
+    """Through build_components over two processes: the authors' rate, 0.0005 * (batch per process) / 512,
+    and one ARR memory per rank; the defaults keep the global batch's rate and one memory."""
+    mp.spawn(_build_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        built = torch.load(tmp_path / f"build{rank}.pt")
+        lr, memory, _ = built["paper"]
+        assert lr == pytest.approx(0.0005 * (BUILD_BATCH // 2) / 512, rel=1e-12) and memory == "rank"
+        lr, memory, configured = built["default"]
+        assert lr == pytest.approx(0.0005 * BUILD_BATCH / 512, rel=1e-12) == configured and memory == "global"
