@@ -1,6 +1,11 @@
 """The authors' multi-process behaviour (trainer=paper): over two gloo processes on the CPU, each
 rank's ARR memory (trainer.arr_memory=rank) equals the one-by-one loop over that rank's own samples
-only, and the rate follows one device's batch (trainer.lr_scale=device)."""
+only, the rate follows one device's batch (trainer.lr_scale=device), both as the build layer makes
+them, and a launched two-process run with per-rank memories finishes."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,8 +17,9 @@ from dnrt.engine.optim import scale_lr_per_device
 from dnrt.factory import build_components, build_optimizer
 from dnrt.nn import ARR
 from dnrt.preflight import check_run
+from dnrt.tracking_schema import ARR_RANKS_TAG
 from dnrt.types import DistInfo
-from tests.harness.config import FAST, TINY_RESNET, compose_cfg
+from tests.harness.config import FAST, ROOT, TINY_RESNET, compose_cfg
 from tests.test_ddp_exact import NUM_CLASSES, SCENARIOS, WIDTHS, FixedTaps, _one_by_one
 
 # Spawns gloo process groups: not in `make test-fast`.
@@ -102,3 +108,15 @@ def test_trainer_paper_builds_the_rate_of_one_device_batch_and_per_rank_memories
         assert lr == pytest.approx(0.0005 * (BUILD_BATCH // 2) / 512, rel=1e-12) and memory == "rank"
         lr, memory, configured = built["default"]
         assert lr == pytest.approx(0.0005 * BUILD_BATCH / 512, rel=1e-12) == configured and memory == "global"
+
+
+def test_a_two_process_run_with_per_rank_memories_finishes_without_the_identity_check(store):
+    """Per-rank memories differ by design: the run ends FINISHED and makes no claim that they agree."""
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(30500 + os.getpid() % 1000), str(ROOT / "launch.py"), *TINY_RESNET,
+                          *FAST, "regularizer=arr", "trainer.arr_memory=rank", "trainer.epochs=1",
+                          "dataset.fraction=0.15", "tracking.experiment=ddp"], cwd=store.root, env=store.env(),
+                         capture_output=True, text=True, timeout=900)
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    (run,) = store.runs("ddp")
+    assert run.info.status == "FINISHED" and ARR_RANKS_TAG not in run.data.tags
