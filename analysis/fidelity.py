@@ -1,7 +1,8 @@
 """Fidelity report: the paper models and the paper presets' recipe, beside the authors' figures.
 
     python -m analysis.fidelity [--models vit_tiny,resnet18] [--sizes 32,224] [--num-classes 100]
-                                [--presets paper_vit,...] [--skip-models] [--skip-recipe] [--out report.md]
+                                [--presets paper_vit,...] [--skip-models] [--skip-recipe] [--skip-choices]
+                                [--run RUN_ID [--uri URI]] [--out report.md]
 
 Models: every model is built by ``dnrt.models.create_model`` with its own activation (no RAA), so
 the parameter count is the architecture's. MACs are ``dnrt.models.macs.count_macs``'s total for one
@@ -10,6 +11,9 @@ image: matmuls and convolutions, attention products included; elementwise ops ar
 Recipe: each preset is composed with Hydra as ``launch.py experiment=<preset>`` would; its optimizer
 and schedule are built from the config (on a stand-in module for the lr, on the preset's first model
 for the weight-decay coverage) and read at the first step of each listed epoch.
+
+Choices: every place where the code could differ from the authors' (``analysis.fidelity_choices``),
+with the authors' value, the preset's and, with ``--run``, the value that run used.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from dnrt.config import neutral_values
 from dnrt.models import create_model
 from dnrt.models.macs import count_macs
+
+from .fidelity_choices import HEADER, choice_rows, run_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_MODELS = ("vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small",
@@ -180,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated experiment presets")
     parser.add_argument("--skip-models", action="store_true", help="only the recipe table")
     parser.add_argument("--skip-recipe", action="store_true", help="only the models table")
+    parser.add_argument("--skip-choices", action="store_true", help="no table of choices against the authors'")
+    parser.add_argument("--run", default=None, help="an MLflow run id: show the value it used for each choice")
+    parser.add_argument("--uri", default=None, help="MLflow tracking URI of --run (default: MLflow's own)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     return parser
 
@@ -194,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += models_markdown(model_rows(models, sizes, args.num_classes), args.num_classes) + [""]
     if not args.skip_recipe:
         lines += recipe_markdown([recipe_row(p) for p in args.presets.split(",") if p]) + [""]
+    if not args.skip_choices:
+        params = run_params(args.uri, args.run) if args.run else None
+        rows = choice_rows(lambda preset, extra: compose_preset(preset, extra),
+                           neutral_values(compose_preset("paper_vit")), params)
+        lines += ["Choices against the authors' code (docs/fidelity.md)"
+                  + (f", and run {args.run}" if args.run else "") + ":", "", *_table(HEADER, rows), ""]
     lines.append(f"({time.perf_counter() - start:.0f} s, torch {torch.__version__})")
     text = "\n".join(lines) + "\n"
     print(text, end="")

@@ -125,6 +125,11 @@ def validate(cfg: DictConfig | ListConfig) -> None:
              t.label_smoothing, "must be in [0, 1)")
     _require(isinstance(t.amp, bool) or t.amp in ("auto", "bf16", "fp16"), "trainer.amp", t.amp,
              "must be auto, true, false, bf16 or fp16")
+    for key, choices in (("arr_average", ("tap", "width")), ("lr_scale", ("global", "device")),
+                         ("arr_memory", ("global", "rank"))):
+        _require(t.get(key) in choices, f"trainer.{key}", t.get(key), "must be " + " or ".join(choices))
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _require(_num(t.get(key, 0.0)) and t.get(key, 0.0) >= 0, f"trainer.{key}", t.get(key), "must be >= 0")
     _require(reg.name in ("none", "arr"), "regularizer.name", reg.name, "must be none or arr")
     if reg.name == "arr":
         _require(_num(reg.weight) and reg.weight >= 0, "regularizer.weight", reg.weight, "must be >= 0")

@@ -71,6 +71,9 @@ EPOCH_TIME = "epoch_time_s"
 VAL_LOSS, VAL_LOSS_ARR = "val/loss", "val/loss_arr"
 VAL_ACC1, VAL_ACC5 = "val/acc1", "val/acc5"  # top-1 / top-5 in %, 0-100
 VAL_AUC = "val/auc"  # node classification: fraud-vs-normal ROC AUC in %
+TEST_AUC = "test/auc"  # the same on the test nodes
+# The test AUC of the epoch with the lowest val/loss so far (the DGraphFin baselines' selection).
+TEST_AUC_AT_MIN_VAL_LOSS = "test/auc_at_min_val_loss"
 STARTUP = "startup_s"  # step = the first epoch this process trains
 SYSTEM_PREFIX = "system/"  # MLflow's system metrics (tracking.system_metrics)
 

@@ -96,3 +96,5 @@ class Components:
     # The task's evaluation (None: dnrt.engine.loops.evaluate) and the metric its runs are judged by.
     evaluate_fn: Callable | None = None
     headline: str = VAL_ACC1
+    # Metrics derived each epoch from the earlier epochs' records and this one's: (history, metrics) -> dict.
+    epoch_metrics: Callable | None = None

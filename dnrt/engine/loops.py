@@ -57,6 +57,20 @@ class StepConfig:
     progress: bool = True
     refresh: int = 10
     signal_at: SignalAt | None = None  # trainer.signal_at_step (tests: preempt at an exact step)
+    # timm's Mixup (trainer.mixup_alpha / cutmix_alpha > 0): (x, y) -> (mixed x, soft targets [B, K]);
+    # the loss is then the soft-target cross entropy and ARR keeps the images' own labels.
+    mixup: Callable | None = None
+
+
+def make_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, num_classes: int):
+    """timm's batch Mixup/CutMix (switch probability 0.5, applied to every batch) with label
+    smoothing folded into its soft targets; None when both alphas are 0."""
+    if not (mixup_alpha > 0 or cutmix_alpha > 0):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch",
+                 label_smoothing=label_smoothing, num_classes=num_classes)
 
 
 def _sync(device: torch.device) -> None:
@@ -98,9 +112,15 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             bar.close()
             raise Interrupted(i, sums.cpu(), data_time, prior + time.perf_counter() - start)
         data_time += time.perf_counter() - t_fetch
+        soft = None
+        if step_cfg.mixup is not None:
+            x, soft = step_cfg.mixup(x, y)
         with autocast(device, step_cfg.amp_dtype):
             logits = model(x)
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=step_cfg.label_smoothing)
+            if soft is None:
+                ce = F.cross_entropy(logits.float(), y, label_smoothing=step_cfg.label_smoothing)
+            else:
+                ce = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
             reg = arr(y) if arr is not None else ce.new_zeros(())
             loss = ce + step_cfg.arr_weight * reg
         optimizer.zero_grad(set_to_none=True)

@@ -36,7 +36,7 @@ from ..types import Components, Job
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .faults import parse_signal_at
-from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
+from .loops import Interrupted, StepConfig, evaluate, make_mixup, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class Trainer:
             arr_weight=float(cfg.regularizer.weight) if parts.arr is not None else 0.0,
             label_smoothing=float(settings.label_smoothing), grad_clip=settings.grad_clip, amp_dtype=parts.amp_dtype,
             progress=bool(settings.progress) and dist_info.is_main,
-            signal_at=parse_signal_at(settings.get("signal_at_step")))
+            signal_at=parse_signal_at(settings.get("signal_at_step")),
+            mixup=make_mixup(float(settings.get("mixup_alpha", 0.0)), float(settings.get("cutmix_alpha", 0.0)),
+                             float(settings.label_smoothing), getattr(parts.data, "num_classes", 0)))
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -157,6 +159,8 @@ class Trainer:
             self.state.partial = None
             val_m = self.evaluate()
             metrics = {**train_m, **val_m}
+            if parts.epoch_metrics is not None:
+                metrics.update(parts.epoch_metrics(self.state.history, metrics))
             self.state.epoch = epoch + 1
             self.state.best_acc1 = max(self.state.best_acc1, val_m[VAL_ACC1])
             self.state.history.append({"epoch": epoch + 1, **metrics})
@@ -167,7 +171,7 @@ class Trainer:
                 log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
                          f"loss {metrics[TRAIN_LOSS]:.4f} train {metrics[TRAIN_ACC1]:.2f}% "
                          f"val {metrics[VAL_ACC1]:.2f}% ({metrics[TRAIN_THROUGHPUT]:.0f} img/s)")
-        if self.dist.world_size > 1 and parts.arr is not None:
+        if self.dist.world_size > 1 and parts.arr is not None and parts.arr.memory == "global":
             identical = memories_identical_across_ranks(parts.arr)
             tracker.set_tags({ARR_RANKS_TAG: str(identical).lower()})
             if not identical:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..engine.amp import autocast
 from ..nn import ARR
-from ..tracking_schema import VAL_LOSS_ARR, split_metric
+from ..tracking_schema import TEST_AUC, TEST_AUC_AT_MIN_VAL_LOSS, VAL_LOSS, VAL_LOSS_ARR, split_metric
 
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -56,3 +56,11 @@ def evaluate_nodes(model: nn.Module, loaders: dict, arr: ARR | None, device: tor
             if reg is not None:
                 out[VAL_LOSS_ARR] = float(reg)
     return out
+
+
+def at_lowest_val_loss(history: list[dict[str, float]], metrics: dict[str, float]) -> dict[str, float]:
+    """``test/auc_at_min_val_loss``: the test AUC of the epoch with the lowest ``val/loss`` so far
+    (``history``: earlier epochs, ``metrics``: this one; the first such epoch on ties), as the
+    DGraphFin baselines keep their predictions."""
+    best = min([*history, metrics], key=lambda record: record[VAL_LOSS])  # min keeps the first
+    return {TEST_AUC_AT_MIN_VAL_LOSS: best[TEST_AUC]}
