@@ -1,0 +1,193 @@
+"""Pillow's resampling on image batches: the affine transform and the resize of a crop.
+
+Images are float [B, C, H, W] holding integer grey levels 0..255 (the uint8 grid), on any device;
+every image carries its own parameters and its own filter (``bilinear`` or ``bicubic``), so one call
+serves a batch whose images were each given a different transform, as timm's per-image PIL path does.
+
+- :func:`affine` is ``Image.transform(size, AFFINE, (a, b, c, d, e, f), resample, fillcolor=fill)``:
+  the output pixel (x, y) samples the input at (a x' + b y' + c, d x' + e y' + f) with x' = x + 0.5,
+  y' = y + 0.5; a sample point outside [0, W) x [0, H) takes ``fill``; inside, taps beyond the edge
+  repeat the edge pixel. Pillow's transform filters are its own: bilinear, and a cubic convolution
+  with a = -1 (not the a = -0.5 of its resize), both in double precision, truncated to the grid.
+- :func:`resized_crop` is ``img.crop(box).resize((S, S), resample)``: Pillow's separable
+  convolution resize (bilinear support 1, bicubic a = -0.5, antialiased when shrinking), with its
+  22-bit fixed-point coefficients, horizontal pass first and the intermediate rounded to uint8.
+
+Both compute in float64, where every intermediate sum of the fixed-point resize is exact.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+MODES = ("bilinear", "bicubic")
+_PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Affine transform (Pillow's Geometry.c)
+
+
+def _interp(v: list[torch.Tensor], d: torch.Tensor) -> torch.Tensor:
+    """Pillow's BILINEAR (2 taps) or BICUBIC (4 taps, a = -1) macro, in its own operation order."""
+    if len(v) == 2:
+        return v[0] + (v[1] - v[0]) * d
+    v1, v2, v3, v4 = v
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """float [B, C, H, W] (grey levels) -> the same, transformed as Pillow's AFFINE ``transform``.
+
+    ``matrix``: float [B, 6], Pillow's (a, b, c, d, e, f) per image; ``bicubic``: bool [B]
+    (False: bilinear); ``fill``: float [C] or [B, C], the colour of points mapped outside the image.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    m = matrix.to(device=dev, dtype=torch.float64).view(b, 6, 1, 1)
+    ys = (torch.arange(h, device=dev, dtype=torch.float64) + 0.5).view(1, h, 1)
+    xs = (torch.arange(w, device=dev, dtype=torch.float64) + 0.5).view(1, 1, w)
+    u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]  # [B, H, W] source x
+    v = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    u, v = u - 0.5, v - 0.5
+    u0, v0 = torch.floor(u), torch.floor(v)
+    du, dv = u - u0, v - v0
+    flat = x.to(torch.float64).reshape(b, c, h * w)
+    out = torch.empty(b, c, h, w, device=dev, dtype=torch.float64)
+
+    def sample(sel: torch.Tensor, taps: int) -> torch.Tensor:
+        # Taps start at floor - (taps // 2 - 1): 0 for bilinear, -1 for bicubic; edges repeat.
+        off = torch.arange(taps, device=dev, dtype=torch.float64) + (1 - taps // 2)
+        cols = (u0[sel].unsqueeze(-1) + off).clamp_(0, w - 1).long()  # [n, H, W, T]
+        rows = (v0[sel].unsqueeze(-1) + off).clamp_(0, h - 1).long()
+        n = cols.shape[0]
+        src = flat[sel]
+        du_s, dv_s = du[sel].unsqueeze(1), dv[sel].unsqueeze(1)
+
+        def tap(r: int, t: int) -> torch.Tensor:
+            idx = (rows[..., r] * w + cols[..., t]).view(n, 1, h * w).expand(n, c, h * w)
+            return src.gather(2, idx).view(n, c, h, w)
+
+        # Pillow interpolates along x within each of the rows first, then along y.
+        along_x = [_interp([tap(r, t) for t in range(taps)], du_s) for r in range(taps)]
+        return _interp(along_x, dv_s)
+
+    lin = ~bicubic.to(dev)
+    if lin.any():
+        out[lin] = sample(lin, 2)
+    cub = ~lin
+    if cub.any():
+        out[cub] = sample(cub, 4)
+    out = out.clamp_(0, 255).floor_()  # Pillow casts to UINT8: truncation after clipping
+    fill = fill.to(device=dev, dtype=torch.float64)
+    fill = fill.view(1, c, 1, 1) if fill.dim() == 1 else fill.view(b, c, 1, 1)
+    out = torch.where(inside.unsqueeze(1), out, fill)
+    return out.to(x.dtype)
+
+
+def rotate_matrix(degrees: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``Image.rotate(degrees)`` (counter-clockwise, about the centre, same size) as AFFINE data: [B, 6]."""
+    a = -torch.deg2rad(degrees.to(torch.float64))
+    cos = torch.round(torch.cos(a) * 1e15) / 1e15  # Pillow rounds the matrix to 15 decimals
+    sin = torch.round(torch.sin(a) * 1e15) / 1e15
+    cx, cy = w / 2, h / 2
+    c = cos * -cx + sin * -cy + cx
+    f = -sin * -cx + cos * -cy + cy
+    return torch.stack([cos, sin, c, -sin, cos, f], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resize of a crop (Pillow's Resample.c)
+
+
+def _bilinear_filter(t: float) -> float:
+    t = abs(t)
+    return 1.0 - t if t < 1.0 else 0.0
+
+
+def _bicubic_filter(t: float) -> float:
+    a = -0.5
+    t = abs(t)
+    if t < 1.0:
+        return ((a + 2.0) * t - (a + 3.0)) * t * t + 1
+    if t < 2.0:
+        return (((t - 5) * t + 8) * t - 4) * a
+    return 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _coeff_table(mode: str, in_max: int, out_size: int) -> torch.Tensor:
+    """Pillow's fixed-point resize coefficients from every input length 1..in_max to ``out_size``:
+    float64 [in_max + 1, out_size, in_max] (row s: an input of length s, taps at columns 0..s-1)."""
+    support0, kernel = (1.0, _bilinear_filter) if mode == "bilinear" else (2.0, _bicubic_filter)
+    table = torch.zeros(in_max + 1, out_size, in_max, dtype=torch.float64)
+    for s in range(1, in_max + 1):
+        scale = s / out_size
+        filterscale = max(scale, 1.0)
+        support = support0 * filterscale
+        for xx in range(out_size):
+            center = (xx + 0.5) * scale
+            xmin = max(int(center - support + 0.5), 0)
+            xmax = min(int(center + support + 0.5), s) - xmin
+            ks = [kernel((x + xmin - center + 0.5) / filterscale) for x in range(xmax)]
+            total = sum(ks)
+            for x, k in enumerate(ks):
+                k = k / total if total != 0.0 else k
+                fixed = int(-0.5 + k * (1 << _PRECISION_BITS)) if k < 0 else int(0.5 + k * (1 << _PRECISION_BITS))
+                table[s, xx, xmin + x] = fixed
+    return table
+
+
+def _crop_weights(table: torch.Tensor, start: torch.Tensor, length: torch.Tensor, full: int) -> torch.Tensor:
+    """Per-image weights of a resize of [start, start + length) within ``full``: [B, out, full]."""
+    cols = torch.arange(full, device=start.device).view(1, 1, full) - start.view(-1, 1, 1)
+    valid = (cols >= 0) & (cols < length.view(-1, 1, 1))
+    rows = table[length.long()]  # [B, out, full]: taps at 0..length-1
+    shifted = rows.gather(2, cols.clamp(0, full - 1).expand(-1, rows.shape[1], -1))
+    return torch.where(valid, shifted, torch.zeros((), dtype=rows.dtype, device=rows.device))
+
+
+def _fixed_point_round(acc: torch.Tensor) -> torch.Tensor:
+    return torch.floor((acc + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)).clamp_(0, 255)
+
+
+def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
+                 width: torch.Tensor, size: int, bicubic: torch.Tensor) -> torch.Tensor:
+    """float [B, C, H, W] (grey levels) -> float [B, C, size, size]: each image's box
+    (top, left, height, width) (int-valued [B]) resized with its filter (``bicubic``: bool [B])."""
+    b, c, h, w = x.shape
+    dev = x.device
+    src = x.to(torch.float64)
+    out = torch.empty(b, c, size, size, device=dev, dtype=torch.float64)
+    for mode, sel in (("bilinear", ~bicubic.to(dev)), ("bicubic", bicubic.to(dev))):
+        if not sel.any():
+            continue
+        tx = _coeff_table(mode, w, size).to(dev)
+        ty = tx if h == w else _coeff_table(mode, h, size).to(dev)
+        wx = _crop_weights(tx, left[sel].long(), width[sel].long(), w)  # [n, S, W]
+        wy = _crop_weights(ty, top[sel].long(), height[sel].long(), h)  # [n, S, H]
+        rows = _fixed_point_round(torch.matmul(src[sel], wx.transpose(1, 2).unsqueeze(1)))  # [n, C, H, S]
+        out[sel] = _fixed_point_round(torch.matmul(wy.unsqueeze(1), rows))
+    return out.to(x.dtype)
+
+
+def shear_translate_matrix(kind: torch.Tensor, value: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """timm's ShearX (0), ShearY (1), TranslateXRel (2), TranslateYRel (3) as AFFINE data [B, 6];
+    ``value``: the shear factor or the translate fraction of the image side."""
+    v = value.to(torch.float64)
+    m = torch.zeros(v.shape[0], 6, dtype=torch.float64, device=v.device)
+    m[:, 0] = 1
+    m[:, 4] = 1
+    m[:, 1] = torch.where(kind == 0, v, 0.0)
+    m[:, 3] = torch.where(kind == 1, v, 0.0)
+    m[:, 2] = torch.where(kind == 2, v * w, 0.0)
+    m[:, 5] = torch.where(kind == 3, v * h, 0.0)
+    return m
+
+
