@@ -264,19 +264,48 @@ def img_mean(mean: tuple[float, ...] | list[float]) -> tuple[int, ...]:
     return tuple(min(255, round(255 * m)) for m in mean)
 
 
+def geometric_matrix(op: torch.Tensor, arg: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Pillow AFFINE data [n, 6] of geometric ops ``op`` (indices into :data:`OPS`) with ``arg`` [n]."""
+    kind = op - OPS.index("ShearX")  # ShearX, ShearY, TranslateXRel, TranslateYRel: 0..3
+    rot = (op == OPS.index("Rotate")).unsqueeze(1)
+    return torch.where(rot, rotate_matrix(arg, h, w), shear_translate_matrix(kind, arg, h, w))
+
+
+_GEOMETRIC_IDX = tuple(OPS.index(n) for n in GEOMETRIC)
+
+
 def rand_augment(x: torch.Tensor, draw: PolicyDraw, fill: torch.Tensor) -> torch.Tensor:
     """Apply ``draw`` (:func:`sample_policy`) to grey-level images x [B, C, H, W], layer by layer.
 
-    Each op runs once per layer on the images that drew and applied it, so the work is a fixed
-    number of batched kernels whatever the batch size.
+    Per layer each non-geometric op runs once on the images that drew and applied it, and the five
+    geometric ops run together as one affine resampling, so the work is a fixed number of batched
+    kernels whatever the batch size.
     """
     x = x.clone()
+    h, w = x.shape[-2:]
     for layer in range(draw.op.shape[1]):
         op, applied = draw.op[:, layer], draw.applied[:, layer]
+        mag, neg = draw.magnitude[:, layer], draw.negate[:, layer]
+        geo = torch.zeros_like(applied)
+        for k in _GEOMETRIC_IDX:
+            geo |= op == k
+        idx = torch.nonzero(applied & geo).squeeze(1)
+        if idx.numel():
+            scale = torch.tensor([30.0, 0.3, 0.3, TRANSLATE_PCT, TRANSLATE_PCT], dtype=torch.float64,
+                                 device=x.device)  # Rotate, ShearX/Y, TranslateX/YRel, as level_to_arg
+            sub_op = op[idx]
+            pos = torch.zeros_like(sub_op)
+            for j, k in enumerate(_GEOMETRIC_IDX):
+                pos = torch.where(sub_op == k, j, pos)
+            level = mag[idx].to(torch.float64) / LEVEL_DENOM
+            arg = torch.where(neg[idx], -1.0, 1.0).to(torch.float64) * (level * scale[pos])
+            x[idx] = affine(x[idx], geometric_matrix(sub_op, arg, h, w), draw.bicubic[idx, layer], fill)
         for k, name in enumerate(OPS):
+            if name in GEOMETRIC:
+                continue
             idx = torch.nonzero(applied & (op == k)).squeeze(1)
             if idx.numel() == 0:
                 continue
-            arg = level_to_arg(name, draw.magnitude[idx, layer], draw.negate[idx, layer])
+            arg = level_to_arg(name, mag[idx], neg[idx])
             x[idx] = apply_op(name, x[idx], arg, draw.bicubic[idx, layer], fill)
     return x
