@@ -155,18 +155,32 @@ def _crop_weights(table: torch.Tensor, start: torch.Tensor, length: torch.Tensor
     return torch.where(valid, shifted, torch.zeros((), dtype=rows.dtype, device=rows.device))
 
 
-def _fixed_point_round(acc: torch.Tensor) -> torch.Tensor:
-    return torch.floor((acc + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)).clamp_(0, 255)
+def _fixed_point_apply(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One resize pass, ``round(x @ weights^T / 2**22)`` clipped to 0..255, exactly as Pillow's
+    integer loop: x float32 [n, C, R, K] (grey levels), weights [n, out, K] (integers) ->
+    float32 [n, C, R, out].
+
+    The 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below 2**24
+    (exact in float32 whatever the summation order), recombined in int64.
+    """
+    hi = torch.floor(weights / 2048)
+    lo = weights - hi * 2048
+    wt_hi = hi.to(torch.float32).transpose(1, 2).unsqueeze(1)
+    wt_lo = lo.to(torch.float32).transpose(1, 2).unsqueeze(1)
+    acc = torch.matmul(x, wt_hi).to(torch.int64) * 2048 + torch.matmul(x, wt_lo).to(torch.int64)
+    return ((acc + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS).clamp_(0, 255).to(torch.float32)
 
 
 def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
-                 width: torch.Tensor, size: int, bicubic: torch.Tensor) -> torch.Tensor:
-    """float [B, C, H, W] (grey levels) -> float [B, C, size, size]: each image's box
-    (top, left, height, width) (int-valued [B]) resized with its filter (``bicubic``: bool [B])."""
+                 width: torch.Tensor, size: int, bicubic: torch.Tensor,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
+    """float [B, C, H, W] (grey levels) -> float32 [B, C, size, size]: each image's box
+    (top, left, height, width) (int-valued [B]) resized with its filter (``bicubic``: bool [B]),
+    then mirrored left-right where ``flip`` (bool [B]) is set (reversed output columns: exact)."""
     b, c, h, w = x.shape
     dev = x.device
-    src = x.to(torch.float64)
-    out = torch.empty(b, c, size, size, device=dev, dtype=torch.float64)
+    src = x.to(torch.float32)
+    out = torch.empty(b, c, size, size, device=dev, dtype=torch.float32)
     for mode, sel in (("bilinear", ~bicubic.to(dev)), ("bicubic", bicubic.to(dev))):
         if not sel.any():
             continue
@@ -174,9 +188,11 @@ def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
         ty = tx if h == w else _coeff_table(mode, h, size).to(dev)
         wx = _crop_weights(tx, left[sel].long(), width[sel].long(), w)  # [n, S, W]
         wy = _crop_weights(ty, top[sel].long(), height[sel].long(), h)  # [n, S, H]
-        rows = _fixed_point_round(torch.matmul(src[sel], wx.transpose(1, 2).unsqueeze(1)))  # [n, C, H, S]
-        out[sel] = _fixed_point_round(torch.matmul(wy.unsqueeze(1), rows))
-    return out.to(x.dtype)
+        if flip is not None:
+            wx = torch.where(flip.to(dev)[sel].view(-1, 1, 1), wx.flip(1), wx)
+        rows = _fixed_point_apply(src[sel], wx)  # [n, C, H, S]
+        out[sel] = _fixed_point_apply(rows.transpose(2, 3), wy).transpose(2, 3)
+    return out
 
 
 def shear_translate_matrix(kind: torch.Tensor, value: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -36,9 +36,8 @@ def paper_augment(x: torch.Tensor, size: int, gen: torch.Generator, *, fill: tor
         bicubic = torch.rand(b, generator=gen, device=dev) >= 0.5
     else:
         bicubic = torch.full((b,), interpolation == "bicubic", device=dev)
-    out = resized_crop(x.to(torch.float32), top, left, ch, cw, size, bicubic)
-    flip = (torch.rand(b, generator=gen, device=dev) < 0.5).view(b, 1, 1, 1)
-    out = torch.where(flip, out.flip(-1), out)
+    flip = torch.rand(b, generator=gen, device=dev) < 0.5
+    out = resized_crop(x, top, left, ch, cw, size, bicubic, flip=flip)
     draw = sample_policy(b, gen, dev, layers=RAND_AUGMENT_LAYERS, prob=RAND_AUGMENT_PROB,
                          magnitude=RAND_AUGMENT_MAGNITUDE, std=RAND_AUGMENT_STD, interpolation=interpolation)
     return rand_augment(out, draw, fill.to(dev))
@@ -50,4 +49,4 @@ def paper_transform(x: torch.Tensor, size: int, gen: torch.Generator, *, mean: t
     ``/ 255``, ``(x - mean) / std`` (``mean``/``std`` float32 [1, C, 1, 1]) and random erasing."""
     out = paper_augment(x, size, gen, fill=fill, interpolation=interpolation)
     out = out.div_(255).sub_(mean).div_(std)
-    return random_erasing(out, gen, p=RANDOM_ERASING_P)
+    return random_erasing(out, gen, p=RANDOM_ERASING_P, noise_where_erased=True)
