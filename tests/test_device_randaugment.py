@@ -123,3 +123,41 @@ def test_resized_crop_matches_pils_crop_and_resize(bicubic, device):
         bound = 0 if size >= 32 else (10 if bicubic else 1)
         assert diff.max() <= bound, (size, bicubic, diff.max())
         assert (diff > 0).mean() <= (0.0 if size >= 32 else 0.05), (size, bicubic, (diff > 0).mean())
+
+
+def test_resized_crop_flip_is_pils_mirror():
+    arrays = images("RGB")
+    n = len(arrays)
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+    box = [torch.full((n,), v) for v in (3, 5, 20, 17)]
+    bicubic = torch.tensor([i % 2 == 0 for i in range(n)])
+    flip = torch.tensor([i % 3 == 0 for i in range(n)])
+    out = resized_crop(x, *box, 32, bicubic, flip=flip).permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arrays):
+        resample = Image.Resampling.BICUBIC if bicubic[i] else Image.Resampling.BILINEAR
+        ref = Image.fromarray(a).crop((5, 3, 22, 23)).resize((32, 32), resample)
+        if flip[i]:
+            ref = ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        assert np.array_equal(out[i], np.asarray(ref)), i
+
+
+def test_device_paper_loader_is_epoch_deterministic_and_normalised():
+    from dnrt.data.digits import DigitsData
+
+    data = DigitsData(img_size=32, augment="paper", train_interpolation="random", aug_backend="device")
+    train, _ = data.loaders(batch_size=64, seed=0, device="cpu")
+    assert type(train).__name__ == "DeviceLoader"
+    first = next(iter(train))[0]
+    assert first.shape == (64, 1, 32, 32) and first.dtype == torch.float32 and torch.isfinite(first).all()
+    assert torch.equal(first, next(iter(train))[0])  # same epoch, same batch
+    train.set_epoch(1)
+    assert not torch.equal(first, next(iter(train))[0])
+    pil, _ = DigitsData(img_size=32, augment="paper").loaders(batch_size=64, seed=0, device="cpu")
+    assert type(pil).__name__ == "PILLoader"
+
+
+def test_unknown_backend_is_refused_naming_the_key():
+    from dnrt.data.digits import DigitsData
+
+    with pytest.raises(ValueError, match="dataset.aug_backend must be one of"):
+        DigitsData(augment="paper", aug_backend="gpu")
