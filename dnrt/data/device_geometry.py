@@ -146,6 +146,12 @@ def _coeff_table(mode: str, in_max: int, out_size: int) -> torch.Tensor:
     return table
 
 
+@functools.lru_cache(maxsize=64)
+def _coeff_table_on(mode: str, in_max: int, out_size: int, device: torch.device) -> torch.Tensor:
+    """:func:`_coeff_table` on ``device``, copied there once."""
+    return _coeff_table(mode, in_max, out_size).to(device)
+
+
 def _crop_weights(table: torch.Tensor, start: torch.Tensor, length: torch.Tensor, full: int) -> torch.Tensor:
     """Per-image weights of a resize of [start, start + length) within ``full``: [B, out, full]."""
     cols = torch.arange(full, device=start.device).view(1, 1, full) - start.view(-1, 1, 1)
@@ -184,8 +190,8 @@ def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
     for mode, sel in (("bilinear", ~bicubic.to(dev)), ("bicubic", bicubic.to(dev))):
         if not sel.any():
             continue
-        tx = _coeff_table(mode, w, size).to(dev)
-        ty = tx if h == w else _coeff_table(mode, h, size).to(dev)
+        tx = _coeff_table_on(mode, w, size, dev)
+        ty = tx if h == w else _coeff_table_on(mode, h, size, dev)
         wx = _crop_weights(tx, left[sel].long(), width[sel].long(), w)  # [n, S, W]
         wy = _crop_weights(ty, top[sel].long(), height[sel].long(), h)  # [n, S, H]
         if flip is not None:
