@@ -167,13 +167,15 @@ def _fixed_point_apply(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     float32 [n, C, R, out].
 
     The 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below 2**24
-    (exact in float32 whatever the summation order), recombined in int64.
+    (exact in float32 whatever the summation order), recombined in int64. Every factor has at most
+    11 significant bits, so TF32 matmuls are exact too; autocast is switched off here.
     """
     hi = torch.floor(weights / 2048)
     lo = weights - hi * 2048
     wt_hi = hi.to(torch.float32).transpose(1, 2).unsqueeze(1)
     wt_lo = lo.to(torch.float32).transpose(1, 2).unsqueeze(1)
-    acc = torch.matmul(x, wt_hi).to(torch.int64) * 2048 + torch.matmul(x, wt_lo).to(torch.int64)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        acc = torch.matmul(x, wt_hi).to(torch.int64) * 2048 + torch.matmul(x, wt_lo).to(torch.int64)
     return ((acc + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS).clamp_(0, 255).to(torch.float32)
 
 
