@@ -15,7 +15,7 @@ serves a batch whose images were each given a different transform, as timm's per
   Exact wherever no side shrinks (the paper recipe's crops at the native size); when one does,
   Pillow sometimes runs its vertical pass first, and a pixel may differ by one grey level.
 
-Both compute in float64, where every intermediate sum of the fixed-point resize is exact.
+Both compute in float64 where it matters; every intermediate sum of the fixed-point resize is exact.
 """
 
 from __future__ import annotations
@@ -153,30 +153,35 @@ def _coeff_table_on(mode: str, in_max: int, out_size: int, device: torch.device)
 
 
 def _crop_weights(table: torch.Tensor, start: torch.Tensor, length: torch.Tensor, full: int) -> torch.Tensor:
-    """Per-image weights of a resize of [start, start + length) within ``full``: [B, out, full]."""
+    """Per-image weights of a resize of [start, start + length) within ``full``: [B, out, full].
+
+    ``table``: [B, out, in_max], each image's row of :func:`_coeff_table` (its filter, its length)."""
     cols = torch.arange(full, device=start.device).view(1, 1, full) - start.view(-1, 1, 1)
     valid = (cols >= 0) & (cols < length.view(-1, 1, 1))
-    rows = table[length.long()]  # [B, out, full]: taps at 0..length-1
-    shifted = rows.gather(2, cols.clamp(0, full - 1).expand(-1, rows.shape[1], -1))
-    return torch.where(valid, shifted, torch.zeros((), dtype=rows.dtype, device=rows.device))
+    shifted = table.gather(2, cols.clamp(0, full - 1).expand(-1, table.shape[1], -1))
+    return shifted.masked_fill_(~valid, 0)
 
 
 def _fixed_point_apply(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """One resize pass, ``round(x @ weights^T / 2**22)`` clipped to 0..255, exactly as Pillow's
-    integer loop: x float32 [n, C, R, K] (grey levels), weights [n, out, K] (integers) ->
-    float32 [n, C, R, out].
+    integer loop: x float32 [n, R, K] (grey levels), weights float64 [n, out, K] (integers) ->
+    float32 [n, R, out].
 
-    The 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below 2**24
-    (exact in float32 whatever the summation order), recombined in int64. Every factor has at most
-    11 significant bits, so TF32 matmuls are exact too; autocast is switched off here.
+    On a CPU one float64 matmul: every partial sum is an integer below 2**53, exact in any order.
+    Elsewhere the 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below
+    2**24 (exact in float32 whatever the summation order), recombined in float64. Every factor has
+    at most 11 significant bits, so TF32 matmuls are exact too; autocast is switched off here.
     """
-    hi = torch.floor(weights / 2048)
-    lo = weights - hi * 2048
-    wt_hi = hi.to(torch.float32).transpose(1, 2).unsqueeze(1)
-    wt_lo = lo.to(torch.float32).transpose(1, 2).unsqueeze(1)
+    wt = weights.transpose(1, 2)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        acc = torch.matmul(x, wt_hi).to(torch.int64) * 2048 + torch.matmul(x, wt_lo).to(torch.int64)
-    return ((acc + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS).clamp_(0, 255).to(torch.float32)
+        if x.device.type == "cpu":
+            acc = torch.bmm(x.to(torch.float64), wt)
+        else:
+            hi = torch.floor(wt / 2048)
+            lo = (wt - hi * 2048).to(torch.float32)
+            acc = torch.bmm(x, hi.to(torch.float32)).to(torch.float64).mul_(2048).add_(torch.bmm(x, lo))
+    # Adding 2**21 and flooring the division by 2**22 is Pillow's rounding shift; both are exact.
+    return acc.add_(1 << (_PRECISION_BITS - 1)).mul_(2.0 ** -_PRECISION_BITS).floor_().clamp_(0, 255).to(torch.float32)
 
 
 def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
@@ -187,20 +192,18 @@ def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
     then mirrored left-right where ``flip`` (bool [B]) is set (reversed output columns: exact)."""
     b, c, h, w = x.shape
     dev = x.device
-    src = x.to(torch.float32)
-    out = torch.empty(b, c, size, size, device=dev, dtype=torch.float32)
-    for mode, sel in (("bilinear", ~bicubic.to(dev)), ("bicubic", bicubic.to(dev))):
-        if not sel.any():
-            continue
-        tx = _coeff_table_on(mode, w, size, dev)
-        ty = tx if h == w else _coeff_table_on(mode, h, size, dev)
-        wx = _crop_weights(tx, left[sel].long(), width[sel].long(), w)  # [n, S, W]
-        wy = _crop_weights(ty, top[sel].long(), height[sel].long(), h)  # [n, S, H]
-        if flip is not None:
-            wx = torch.where(flip.to(dev)[sel].view(-1, 1, 1), wx.flip(1), wx)
-        rows = _fixed_point_apply(src[sel], wx)  # [n, C, H, S]
-        out[sel] = _fixed_point_apply(rows.transpose(2, 3), wy).transpose(2, 3)
-    return out
+    mode = bicubic.to(dev).long()
+    tx = torch.stack([_coeff_table_on(m, w, size, dev) for m in MODES])  # [2, W + 1, S, W]
+    ty = tx if h == w else torch.stack([_coeff_table_on(m, h, size, dev) for m in MODES])
+    wx = _crop_weights(tx[mode, width.long()], left.long(), width.long(), w)  # [B, S, W]
+    wy = _crop_weights(ty[mode, height.long()], top.long(), height.long(), h)  # [B, S, H]
+    if flip is not None:
+        wx = torch.where(flip.to(dev).view(-1, 1, 1), wx.flip(1), wx)
+    rows = _fixed_point_apply(x.to(torch.float32).reshape(b, c * h, w), wx)  # [B, C*H, S]
+    # The vertical pass contracts H: [B, S, H] @ [B, H, C*S] after moving C next to the columns.
+    cols = rows.view(b, c, h, size).transpose(1, 2).reshape(b, h, c * size)
+    out = _fixed_point_apply(cols.transpose(1, 2), wy)  # [B, C*S, S_out]
+    return out.view(b, c, size, size).transpose(2, 3).contiguous()
 
 
 def shear_translate_matrix(kind: torch.Tensor, value: torch.Tensor, h: int, w: int) -> torch.Tensor:
