@@ -34,14 +34,34 @@ _PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
 
 
 def _interp(v: Sequence[torch.Tensor], d: torch.Tensor) -> torch.Tensor:
-    """Pillow's BILINEAR (2 taps) or BICUBIC (4 taps, a = -1) macro, in its own operation order."""
+    """Pillow's BILINEAR (2 taps) or BICUBIC (4 taps, a = -1) macro, in its own operation order
+    (``-a + b`` written ``b - a``: the same IEEE result)."""
     if len(v) == 2:
-        return v[0] + (v[1] - v[0]) * d
+        return (v[1] - v[0]).mul_(d).add_(v[0])
     v1, v2, v3, v4 = v
-    p2 = -v1 + v3
-    p3 = 2 * (v1 - v2) + v3 - v4
-    p4 = -v1 + v2 - v3 + v4
-    return v2 + d * (p2 + d * (p3 + d * p4))
+    p2 = v3 - v1
+    p3 = (v1 - v2).mul_(2).add_(v3).sub_(v4)
+    p4 = (v2 - v1).sub_(v3).add_(v4)
+    return p4.mul_(d).add_(p3).mul_(d).add_(p2).mul_(d).add_(v2)
+
+
+def _sample(flat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, h: int, w: int, taps: int) -> torch.Tensor:
+    """Pillow's filter of ``taps`` taps at source points (u, v) [n, P] (pixel centres at integers)
+    of images flat [n, C, H*W] (float64) -> [n, C, P]. Taps start at floor - (taps // 2 - 1): 0 for
+    bilinear, -1 for bicubic; taps beyond the edge repeat the edge pixel."""
+    n, c = flat.shape[:2]
+    u0, v0 = torch.floor(u), torch.floor(v)
+    du, dv = (u - u0).unsqueeze(1), (v - v0).unsqueeze(1)
+    first = 1 - taps // 2
+    cols = [(u0 + (first + k)).clamp_(0, w - 1).long() for k in range(taps)]
+    rows = [(v0 + (first + k)).clamp_(0, h - 1).long().mul_(w) for k in range(taps)]
+    # One gather per tap keeps every operand contiguous; Pillow interpolates along x within each
+    # of the rows first, then along y.
+    along_x = []
+    for row in rows:
+        vals = [flat.gather(2, (row + col).unsqueeze(1).expand(n, c, -1)) for col in cols]
+        along_x.append(_interp(vals, du))
+    return _interp(along_x, dv)
 
 
 def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -52,44 +72,27 @@ def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor, fill: t
     """
     b, c, h, w = x.shape
     dev = x.device
-    m = matrix.to(device=dev, dtype=torch.float64).view(b, 6, 1, 1)
-    ys = (torch.arange(h, device=dev, dtype=torch.float64) + 0.5).view(1, h, 1)
-    xs = (torch.arange(w, device=dev, dtype=torch.float64) + 0.5).view(1, 1, w)
-    u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]  # [B, H, W] source x
+    m = matrix.to(device=dev, dtype=torch.float64).view(b, 6, 1)
+    ys = (torch.arange(h, device=dev, dtype=torch.float64) + 0.5).repeat_interleave(w).view(1, h * w)
+    xs = (torch.arange(w, device=dev, dtype=torch.float64) + 0.5).repeat(h).view(1, h * w)
+    u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]  # [B, H*W] source x
     v = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
     u, v = u - 0.5, v - 0.5
-    u0, v0 = torch.floor(u), torch.floor(v)
-    du, dv = u - u0, v - v0
     flat = x.to(torch.float64).reshape(b, c, h * w)
-
-    def sample(sel: torch.Tensor, taps: int) -> torch.Tensor:
-        # Taps start at floor - (taps // 2 - 1): 0 for bilinear, -1 for bicubic; edges repeat.
-        off = torch.arange(taps, device=dev, dtype=torch.float64) + (1 - taps // 2)
-        cols = (u0[sel].unsqueeze(-1) + off).clamp_(0, w - 1).long()  # [n, H, W, T]
-        rows = (v0[sel].unsqueeze(-1) + off).clamp_(0, h - 1).long()
-        n = cols.shape[0]
-        idx = rows.unsqueeze(-1) * w + cols.unsqueeze(-2)  # [n, H, W, T rows, T cols]
-        vals = flat[sel].gather(2, idx.view(n, 1, -1).expand(n, c, -1)).view(n, c, h, w, taps, taps)
-        # Pillow interpolates along x within each of the rows first, then along y.
-        du_s, dv_s = du[sel].view(n, 1, h, w, 1), dv[sel].view(n, 1, h, w)
-        along_x = _interp(vals.unbind(-1), du_s)  # [n, C, H, W, T rows]
-        return _interp(along_x.unbind(-1), dv_s)
-
-    lin = ~bicubic.to(dev)
-    if bool(lin.all()):
-        out = sample(lin, 2)
-    elif not bool(lin.any()):
-        out = sample(lin.logical_not(), 4)
-    else:
-        out = torch.empty(b, c, h, w, device=dev, dtype=torch.float64)
-        out[lin] = sample(lin, 2)
-        out[~lin] = sample(~lin, 4)
+    cubic = bicubic.to(dev)
+    out = torch.empty(b, c, h * w, device=dev, dtype=torch.float64)
+    for taps, sel in ((2, ~cubic), (4, cubic)):
+        idx = torch.nonzero(sel).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        out.index_copy_(0, idx, _sample(flat.index_select(0, idx), u.index_select(0, idx),
+                                        v.index_select(0, idx), h, w, taps))
     out = out.clamp_(0, 255).floor_()  # Pillow casts to UINT8: truncation after clipping
     fill = fill.to(device=dev, dtype=torch.float64)
-    fill = fill.view(1, c, 1, 1) if fill.dim() == 1 else fill.view(b, c, 1, 1)
+    fill = fill.view(1, c, 1) if fill.dim() == 1 else fill.view(b, c, 1)
     out = torch.where(inside.unsqueeze(1), out, fill)
-    return out.to(x.dtype)
+    return out.view(b, c, h, w).to(x.dtype)
 
 
 def rotate_matrix(degrees: torch.Tensor, h: int, w: int) -> torch.Tensor:
