@@ -170,21 +170,20 @@ def _fixed_point_apply(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     integer loop: x float32 [n, R, K] (grey levels), weights float64 [n, out, K] (integers) ->
     float32 [n, R, out].
 
-    On a CPU one float64 matmul: every partial sum is an integer below 2**53, exact in any order.
-    Elsewhere the 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below
-    2**24 (exact in float32 whatever the summation order), recombined in float64. Every factor has
-    at most 11 significant bits, so TF32 matmuls are exact too; autocast is switched off here.
+    The 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below 2**24
+    (exact in float32 whatever the summation order). Every factor has at most 11 significant bits,
+    so TF32 matmuls are exact too; autocast is switched off here. The rounding shift
+    ``(hi * 2**11 + lo + 2**21) >> 22`` is then ``floor((hi + 2**10 + floor(lo / 2**11)) / 2**11)``,
+    whose every step is exact in float32.
     """
     wt = weights.transpose(1, 2)
+    hi = torch.floor(wt / 2048)
+    lo = (wt - hi * 2048).to(torch.float32)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        if x.device.type == "cpu":
-            acc = torch.bmm(x.to(torch.float64), wt)
-        else:
-            hi = torch.floor(wt / 2048)
-            lo = (wt - hi * 2048).to(torch.float32)
-            acc = torch.bmm(x, hi.to(torch.float32)).to(torch.float64).mul_(2048).add_(torch.bmm(x, lo))
-    # Adding 2**21 and flooring the division by 2**22 is Pillow's rounding shift; both are exact.
-    return acc.add_(1 << (_PRECISION_BITS - 1)).mul_(2.0 ** -_PRECISION_BITS).floor_().clamp_(0, 255).to(torch.float32)
+        acc_hi = torch.bmm(x, hi.to(torch.float32))
+        acc_lo = torch.bmm(x, lo)
+    carry = acc_lo.div_(2048).floor_()
+    return acc_hi.add_(1 << 10).add_(carry).div_(2048).floor_().clamp_(0, 255)
 
 
 def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
