@@ -5,9 +5,16 @@ uint8 [B, C, H, W] -> grey levels float32 [B, C, S, S], in timm's order: RandomR
 ``interpolation='random'``), horizontal flip p=0.5, RandAugment ``rand-m9-mstd0.5-inc1``
 (:mod:`dnrt.data.device_randaugment`); :func:`paper_transform` then scales, normalises and
 applies random erasing (p=0.25, ``pixel`` mode), as timm's ToTensor, Normalize and RandomErasing.
+
+On a CPU the recipe runs with one intra-op thread: it is some hundreds of kernels on a few hundred
+thousand values each, too small for a thread pool to pay for its synchronisation, and on a CPU that
+other processes keep busy every kernel would wait for its slowest thread (docs/augment.md).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -43,10 +50,25 @@ def paper_augment(x: torch.Tensor, size: int, gen: torch.Generator, *, fill: tor
     return rand_augment(out, draw, fill.to(dev))
 
 
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """One torch intra-op thread inside the block when ``device`` is a CPU; restored after."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def paper_transform(x: torch.Tensor, size: int, gen: torch.Generator, *, mean: torch.Tensor,
                     std: torch.Tensor, fill: torch.Tensor, interpolation: str = "bicubic") -> torch.Tensor:
     """uint8 [B, C, H, W] -> normalised float32 [B, C, size, size]: :func:`paper_augment`, then
     ``/ 255``, ``(x - mean) / std`` (``mean``/``std`` float32 [1, C, 1, 1]) and random erasing."""
-    out = paper_augment(x, size, gen, fill=fill, interpolation=interpolation)
-    out = out.div_(255).sub_(mean).div_(std)
-    return random_erasing(out, gen, p=RANDOM_ERASING_P, noise_where_erased=True)
+    with one_cpu_thread(x.device):
+        out = paper_augment(x, size, gen, fill=fill, interpolation=interpolation)
+        out = out.div_(255).sub_(mean).div_(std)
+        return random_erasing(out, gen, p=RANDOM_ERASING_P, noise_where_erased=True)
