@@ -161,3 +161,26 @@ def test_unknown_backend_is_refused_naming_the_key():
 
     with pytest.raises(ValueError, match="dataset.aug_backend must be one of"):
         DigitsData(augment="paper", aug_backend="gpu")
+
+
+def test_paper_transform_runs_on_one_cpu_thread_and_restores_the_count():
+    from dnrt.data import device_paper
+
+    seen = []
+    real = device_paper.paper_augment
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+        one = torch.ones(1, 3, 1, 1)
+        with mock.patch.object(device_paper, "paper_augment", spy):
+            device_paper.paper_transform(x, 32, torch.Generator().manual_seed(0), mean=one * 0.5, std=one,
+                                         fill=torch.tensor([128.0, 128.0, 128.0]))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
