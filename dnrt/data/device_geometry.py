@@ -15,7 +15,8 @@ serves a batch whose images were each given a different transform, as timm's per
   Exact wherever no side shrinks (the paper recipe's crops at the native size); when one does,
   Pillow sometimes runs its vertical pass first, and a pixel may differ by one grey level.
 
-Both compute in float64 where it matters; every intermediate sum of the fixed-point resize is exact.
+The affine sampler computes in float64, as Pillow's; the resize's fixed-point sums are split so
+that every step is exact in float32 (:func:`_fixed_point_apply`).
 """
 
 from __future__ import annotations
