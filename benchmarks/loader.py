@@ -6,9 +6,9 @@ float32 batches on the same device. They are timed in one process, alternating, 
 affects both alike; the reported rates are medians over the rounds.
 
 Beside them, the paper recipe's train path (``augment=paper``: RandomResizedCrop with random
-interpolation + RandAugment rand-m9-mstd0.5-inc1 + random erasing, which only exists as PIL
-operations) with 0, 1 and 2 DataLoader workers: the cost of that data path, for when a GPU
-consumes batches faster than the CPU can augment them.
+interpolation + RandAugment rand-m9-mstd0.5-inc1 + random erasing) in one run: timm's PIL transform
+with 0, 1 and 2 DataLoader workers, and the same recipe as batched ops on the device
+(``dataset.aug_backend=device``), for when a GPU consumes batches faster than the CPU can augment.
 
     python benchmarks/loader.py [--full] [--workers N] [--out result.json]
 """
@@ -61,8 +61,15 @@ def _epoch_rate(loader, epoch: int, device: torch.device) -> float:
 
 def measure_paper_path(root: str, device: torch.device, *, batch_size: int = 256,
                        workers: tuple[int, ...] = (0, 1, 2)) -> dict:
-    """Images/s of one epoch of the ``paper`` train loader (PIL path) per DataLoader worker count."""
+    """Images/s of one epoch of the ``paper`` train loader: the PIL path per DataLoader worker count
+    and the device path (no workers); ``device_over_best_pil`` is the device rate over the best PIL one."""
     rates = {}
+    data = CifarData(name="cifar10", root=root, augment="paper", train_interpolation="random",
+                     drop_last=False, aug_backend="device")
+    loader, _ = data.loaders(batch_size=batch_size, seed=0, device=device)
+    for _, _batch in zip(range(1), loader):  # first-touch allocations and tables outside the timing
+        pass
+    device_rate = round(_epoch_rate(loader, 1, device), 1)
     for w in workers:
         data = CifarData(name="cifar10", root=root, augment="paper", train_interpolation="random",
                          drop_last=False)
@@ -71,7 +78,10 @@ def measure_paper_path(root: str, device: torch.device, *, batch_size: int = 256
             pass
         rates[str(w)] = round(_epoch_rate(loader, 1, device), 1)
         del loader
-    return {"imgs_per_s_by_workers": rates, "augment": "paper (rand-m9-mstd0.5-inc1, random interpolation)"}
+    best = max(rates.values()) if rates else None
+    return {"imgs_per_s_by_workers": rates, "device_imgs_per_s": device_rate,
+            "device_over_best_pil": round(device_rate / best, 2) if best else None,
+            "augment": "paper (rand-m9-mstd0.5-inc1, random interpolation)"}
 
 
 def measure_loader_speedup(quick: bool = True, *, batch_size: int = 256, rounds: int = 3, workers: int = 0,

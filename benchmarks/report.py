@@ -115,12 +115,15 @@ def markdown(result: dict) -> str:
                      f"{ld.get('augment')} augmentation, {ld.get('device')}): device-resident "
                      f"{_fmt(ld.get('device_imgs_per_s'))} images/s vs torchvision DataLoader + PIL "
                      f"{_fmt(ld.get('dataloader_imgs_per_s'))} images/s.")
-        paper = (ld.get("paper") or {}).get("imgs_per_s_by_workers") or {}
+        paper_all = ld.get("paper") or {}
+        paper = paper_all.get("imgs_per_s_by_workers") or {}
         if paper:
-            lines.append(f"- Paper recipe's train path (RandAugment on PIL images, same files, "
-                         f"B={ld.get('batch_size')}): "
+            device_paper = paper_all.get("device_imgs_per_s")
+            lines.append(f"- Paper recipe's train path (same files, B={ld.get('batch_size')}): PIL "
                          + ", ".join(f"{_fmt(v)} images/s with {k} DataLoader workers" for k, v in paper.items())
-                         + f", beside {_fmt(ld.get('device_imgs_per_s'))} for the device-resident `standard` path.")
+                         + (f"; on the device (`dataset.aug_backend=device`) {_fmt(device_paper)} images/s"
+                            if device_paper is not None else "")
+                         + f"; beside {_fmt(ld.get('device_imgs_per_s'))} for the device-resident `standard` path.")
     ov = ab.get("overhead") or {}
     if ov:
         lines.append(f"- Sweep run fixed overhead (`startup_s`: job start → first training step, incl. MLflow run "

@@ -162,6 +162,9 @@ def run(settings: Settings, out_dir: Path = RESULTS, threads: int | None = None)
         details["device_loader_speedup"] = {"ratio": loader["device_loader_speedup"], "samples": samples,
                                             "min_ratio": round(best[0] / best[1], 3) if best else None}
         absolute["loader"] = loader
+        paper = loader.get("paper") or {}
+        if paper.get("device_over_best_pil") is not None:  # the paper recipe: device vs best PIL worker count
+            details["paper_device_over_pil"] = {"ratio": paper["device_over_best_pil"], "samples": []}
 
     overhead = _section("sweep job overhead", lambda: measure_overhead(s.overhead_runs), errors)
     if overhead:

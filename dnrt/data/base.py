@@ -15,6 +15,15 @@ from .transforms import array_transform, check_augment, check_crop_pct, check_in
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("standard", "paper")
+# Where ``augment='paper'`` runs: pil = timm's transform per image in the DataLoader (the reference);
+# device = the same recipe as batched ops on the device (dnrt/data/device_paper.py, docs/augment.md).
+AUG_BACKENDS = ("pil", "device")
+
+
+def check_aug_backend(backend: str) -> str:
+    if backend not in AUG_BACKENDS:
+        raise ValueError(f"dataset.aug_backend must be one of {AUG_BACKENDS}, got {backend!r}")
+    return backend
 
 
 def check_normalization(normalization: str) -> str:
@@ -57,15 +66,17 @@ class ArrayData:
     Subclasses set ``name``, ``num_classes``, ``in_chans``, ``native_size``, ``mean``, ``std`` and
     implement :meth:`splits`. ``loaders`` subsamples each split (``fraction``, stratified, fixed by
     the run seed) and serves it either device-resident (:class:`DeviceLoader`) or through the PIL
-    path (:class:`PILLoader`). With ``augment='paper'`` the train split always takes the PIL path,
-    because RandAugment exists only as PIL operations; validation stays device-resident.
+    path (:class:`PILLoader`). With ``augment='paper'`` the train split takes the PIL path (timm's
+    own transform) unless ``aug_backend='device'`` (and ``device_resident``), which runs the same
+    recipe as batched ops on the device; validation stays device-resident.
 
     The authors' data recipe, each key defaulting to the behaviour from before it existed:
     ``crop_pct`` (evaluation resize to floor(S / crop_pct) + center crop; None: the full image),
     ``train_interpolation`` (bicubic when None; bilinear; random), ``normalization`` (``standard``
     or ``paper``: the authors' constants where they differ, CIFAR-10's std), ``drop_last``
-    (False keeps the last partial training batch; ``odd`` is the authors' rule) and
-    ``eval_interpolation`` (the evaluation resize: bilinear, the only one of the array path, or None).
+    (False keeps the last partial training batch; ``odd`` is the authors' rule),
+    ``eval_interpolation`` (the evaluation resize: bilinear, the only one of the array path, or None)
+    and ``aug_backend`` (``pil`` or ``device``).
     """
 
     name: str
@@ -78,7 +89,7 @@ class ArrayData:
     def __init__(self, *, name: str, img_size: int | None, fraction: float, augment: str,
                  device_resident: bool, crop_pct: float | None = None, train_interpolation: str | None = None,
                  normalization: str = "standard", drop_last: bool | str = True,
-                 eval_interpolation: str | None = None):
+                 eval_interpolation: str | None = None, aug_backend: str = "pil"):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.name = str(name)
@@ -94,6 +105,7 @@ class ArrayData:
             raise ValueError(f"dataset.eval_interpolation of in-memory images must be bilinear or null, "
                              f"got {eval_interpolation!r}")
         self.eval_interpolation = eval_interpolation
+        self.aug_backend = check_aug_backend(aug_backend)
 
     def splits(self, seed: int) -> tuple[Split, Split]:
         """(train, val) before ``fraction`` subsampling; may depend on the run seed (e.g. digits)."""
@@ -111,13 +123,12 @@ class ArrayData:
 
     def _loader(self, split: Split, *, train: bool, workers: int, **common) -> EpochLoader:
         augment = self.augment if train else "none"
-        if self.device_resident and augment != "paper":
+        if self.device_resident and (augment != "paper" or self.aug_backend == "device"):
             return DeviceLoader(split.images, split.labels, mean=self.mean, std=self.std, train=train,
                                 augment=augment, img_size=self.img_size, crop_pct=self.crop_pct,
                                 train_interpolation=self.train_interpolation, **common)
         if self.device_resident:
-            log.info("%s: augment=paper needs RandAugment on PIL images; train split uses the PIL path",
-                     self.name)
+            log.info("%s: augment=paper with aug_backend=pil: the train split uses the PIL path", self.name)
         transform = array_transform(augment, train=train, native_size=self.native_size, size=self.img_size,
                                     mean=self.mean, std=self.std, crop_pct=self.crop_pct,
                                     train_interpolation=self.train_interpolation)

@@ -117,7 +117,7 @@ class CifarData(ArrayData):
                  img_size: int = 32, fraction: float = 1.0, augment: str = "standard",
                  device_resident: bool = True, variant: str | None = None, crop_pct: float | None = None,
                  train_interpolation: str | None = None, normalization: str = "standard",
-                 drop_last: bool | str = True, eval_interpolation: str | None = None):
+                 drop_last: bool | str = True, eval_interpolation: str | None = None, aug_backend: str = "pil"):
         variant = variant or name
         if variant not in LAYOUTS:
             raise ValueError(f"CIFAR variant must be one of {sorted(LAYOUTS)}, got {variant!r} "
@@ -129,7 +129,7 @@ class CifarData(ArrayData):
         super().__init__(name=name, img_size=img_size, fraction=fraction, augment=augment,
                          device_resident=device_resident, crop_pct=crop_pct,
                          train_interpolation=train_interpolation, normalization=normalization,
-                         drop_last=drop_last, eval_interpolation=eval_interpolation)
+                         drop_last=drop_last, eval_interpolation=eval_interpolation, aug_backend=aug_backend)
         self.root = Path(root)
         self.download = bool(download)
         self._class_names: list[str] | None = None

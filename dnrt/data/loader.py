@@ -14,9 +14,13 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .augment import DEVICE_AUGMENTS, device_transform
+from .device_paper import paper_transform
+from .device_randaugment import img_mean
 from .sampling import device_generator, drops_last, epoch_order, num_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# ``paper`` (RandAugment included) runs here only when asked for (``dataset.aug_backend=device``).
+LOADER_AUGMENTS = (*DEVICE_AUGMENTS, "paper")
 
 
 class EpochLoader:
@@ -69,11 +73,13 @@ class DeviceLoader(EpochLoader):
         images: uint8 [N, C, H, W] (moved to ``device`` once, no copy if already there).
         labels: int [N].
         mean, std: per-channel normalisation of images scaled to [0, 1].
-        augment: a device recipe (``none``/``standard``/``paper_lite``); ignored for validation.
+        augment: a device recipe (``none``/``standard``/``flip``/``paper_lite``, or ``paper``:
+            :mod:`dnrt.data.device_paper`); ignored for validation.
         img_size: output side S (default H); other sizes are resized on the device.
         crop_pct: validation only: None keeps the full image; a value resizes to
             floor(S / crop_pct) (bilinear) and center-crops S, as the PIL path.
-        train_interpolation: ``paper_lite``'s resized crop: bicubic (None), bilinear or random.
+        train_interpolation: ``paper``/``paper_lite``'s resized crop (and ``paper``'s geometric
+            RandAugment ops): bicubic (None), bilinear or random.
         drop_last: train only; False keeps the last partial batch (ceil(N / B) steps); ``"odd"``
             drops it only when N or B is odd (the authors' rule).
 
@@ -93,9 +99,8 @@ class DeviceLoader(EpochLoader):
         if len(mean) != images.shape[1] or len(std) != images.shape[1]:
             raise ValueError(f"mean/std need {images.shape[1]} channels, got {len(mean)}/{len(std)}")
         augment = augment if train else "none"
-        if augment not in DEVICE_AUGMENTS:
-            raise ValueError(f"DeviceLoader augment must be one of {DEVICE_AUGMENTS}, got {augment!r} "
-                             "(RandAugment, in 'paper', needs the PIL path: use PILLoader)")
+        if augment not in LOADER_AUGMENTS:
+            raise ValueError(f"DeviceLoader augment must be one of {LOADER_AUGMENTS}, got {augment!r}")
         super().__init__(images.shape[0], batch_size=batch_size, seed=seed, train=train, rank=rank,
                          world_size=world_size, drop_last=drop_last)
         self.device = torch.device(device)
@@ -107,6 +112,7 @@ class DeviceLoader(EpochLoader):
         self.train_interpolation = train_interpolation or "bicubic"
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.fill = torch.tensor(img_mean(mean), dtype=torch.float32, device=self.device)
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.epoch_indices().to(self.device, non_blocking=True)
@@ -115,7 +121,12 @@ class DeviceLoader(EpochLoader):
             gen = device_generator(self.device, self.seed, "aug", self.epoch, self.rank)
         for i in range(len(self)):
             sel = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = device_transform(self.images.index_select(0, sel), augment=self.augment,
-                                 size=self.img_size, mean=self.mean, std=self.std, gen=gen,
-                                 crop_pct=self.crop_pct, interpolation=self.train_interpolation)
+            images = self.images.index_select(0, sel)
+            if self.augment == "paper":
+                x = paper_transform(images, self.img_size, gen, mean=self.mean, std=self.std, fill=self.fill,
+                                    interpolation=self.train_interpolation)
+            else:
+                x = device_transform(images, augment=self.augment, size=self.img_size, mean=self.mean,
+                                     std=self.std, gen=gen, crop_pct=self.crop_pct,
+                                     interpolation=self.train_interpolation)
             yield x, self.labels.index_select(0, sel)

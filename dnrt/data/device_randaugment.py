@@ -1,0 +1,311 @@
+"""timm's RandAugment ``rand-m9-mstd0.5-inc1`` on image batches: the 15 ops and their sampling.
+
+Images are float [B, C, H, W] holding integer grey levels 0..255, C = 1 or 3, on any device. Each
+op reproduces the Pillow call timm makes (``timm/data/auto_augment.py``), operation for operation:
+
+- point ops on the uint8 grid: Invert, PosterizeIncreasing (0 bits: black, as
+  :mod:`dnrt.data.randaugment`), SolarizeIncreasing, SolarizeAdd, AutoContrast (per channel,
+  double-precision lookup table), Equalize (per channel, Pillow's histogram steps);
+- enhance ops, ``Image.blend(degenerate, img, factor)`` with a float32 factor, truncated:
+  Brightness (black), Color (Pillow's integer RGB->L grey), Contrast (grey mean rounded to an
+  integer), Sharpness (Pillow's SMOOTH 3x3 kernel in float32, the 1-pixel border unchanged);
+- geometric ops through :func:`dnrt.data.device_geometry.affine`: Rotate, ShearX/Y,
+  TranslateX/YRel, filled with timm's ``img_mean``, bilinear or bicubic per image.
+
+Sampling (:func:`sample_policy`): per image and layer (2), an op drawn uniformly from the 15 (with
+replacement), applied with probability 0.5, magnitude N(9, 0.5) clipped to [0, 10], the argument's
+sign flipped with probability 0.5 where timm negates, the filter bilinear or bicubic with
+probability 0.5 each (``interpolation='random'``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .device_geometry import affine, rotate_matrix, shear_translate_matrix
+
+OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
+       "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+       "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+# Ops whose argument timm negates with probability 0.5.
+SIGNED = frozenset({"Rotate", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+                    "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+LEVEL_DENOM = 10.0
+TRANSLATE_PCT = 0.45
+
+
+@dataclass
+class PolicyDraw:
+    """One batch's draws, each [B, layers]: op index into :data:`OPS`, applied, magnitude (float64,
+    clipped), negate (the sign flip), bicubic (the filter of a geometric op)."""
+
+    op: torch.Tensor
+    applied: torch.Tensor
+    magnitude: torch.Tensor
+    negate: torch.Tensor
+    bicubic: torch.Tensor
+
+
+def sample_policy(batch: int, gen: torch.Generator, device: torch.device | str, *, layers: int = 2,
+                  prob: float = 0.5, magnitude: float = 9.0, std: float = 0.5, interpolation: str = "random",
+                  num_ops: int = len(OPS)) -> PolicyDraw:
+    """Draw the RandAugment parameters of ``batch`` images (see the module docstring)."""
+    shape = (batch, layers)
+    op = torch.randint(0, num_ops, shape, generator=gen, device=device)
+    u = torch.rand((3, *shape), generator=gen, device=device, dtype=torch.float64)
+    noise = torch.randn(shape, generator=gen, device=device, dtype=torch.float64)
+    mag = (magnitude + std * noise).clamp_(0.0, LEVEL_DENOM)
+    if interpolation == "random":
+        bicubic = u[2] < 0.5
+    else:
+        bicubic = torch.full(shape, interpolation == "bicubic", device=device)
+    # timm skips an op when random() > prob and negates when random() > 0.5.
+    return PolicyDraw(op=op, applied=u[0] <= prob, magnitude=mag, negate=u[1] > 0.5, bicubic=bicubic)
+
+
+def level_to_arg(name: str, magnitude: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
+    """timm's level -> argument for op ``name`` (float64 [n]), with its operation order."""
+    level = magnitude.to(torch.float64) / LEVEL_DENOM
+    sign = torch.where(negate, -1.0, 1.0).to(torch.float64)
+    if name == "Rotate":
+        return sign * (level * 30.0)
+    if name in ("ShearX", "ShearY"):
+        return sign * (level * 0.3)
+    if name in ("TranslateXRel", "TranslateYRel"):
+        return sign * (level * TRANSLATE_PCT)
+    if name.endswith("Increasing") and name[:-10] in ("Color", "Contrast", "Brightness", "Sharpness"):
+        return torch.clamp(1.0 + sign * (level * 0.9), min=0.1)
+    if name == "PosterizeIncreasing":
+        return 4 - torch.floor(level * 4)
+    if name == "SolarizeIncreasing":
+        return 256 - torch.clamp(torch.floor(level * 256), max=256)
+    if name == "SolarizeAdd":
+        return torch.clamp(torch.floor(level * 110), max=128)
+    return torch.zeros_like(level)  # AutoContrast, Equalize, Invert take no argument
+
+
+# ----------------------------------------------------------------------------------------------
+# Point ops
+
+
+def _per_image(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
+def invert(x: torch.Tensor) -> torch.Tensor:
+    return 255 - x
+
+
+def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Keep ``bits`` [n] high bits per image; >= 8 keeps the image, <= 0 gives black."""
+    step = _per_image(torch.exp2(8 - bits.clamp(0, 8).to(torch.float64)), x)
+    out = torch.floor(x / step) * step
+    return torch.where(_per_image(bits, x) <= 0, torch.zeros_like(x), out)
+
+
+def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Pillow's solarize: values >= ``threshold`` [n] inverted."""
+    return torch.where(x < _per_image(threshold, x), x, 255 - x)
+
+
+def solarize_add(x: torch.Tensor, add: torch.Tensor, threshold: float = 128) -> torch.Tensor:
+    """timm's solarize_add: ``add`` [n] added (capped at 255) to values below ``threshold``."""
+    return torch.where(x < threshold, (x + _per_image(add, x)).clamp_(max=255), x)
+
+
+def _histogram(x: torch.Tensor) -> torch.Tensor:
+    """float [n, C, H, W] grey levels -> int64 counts [n, C, 256]."""
+    n, c = x.shape[:2]
+    idx = x.reshape(n * c, -1).long()
+    hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device)
+    hist.scatter_add_(1, idx, torch.ones_like(idx))
+    return hist.view(n, c, 256)
+
+
+def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Per-(image, channel) lookup: x [n, C, H, W], lut [n, C, 256] -> [n, C, H, W]."""
+    n, c = x.shape[:2]
+    out = lut.to(x.dtype).gather(2, x.reshape(n, c, -1).long())
+    return out.view_as(x)
+
+
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``ImageOps.autocontrast`` (no cutoff): each channel stretched to 0..255."""
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1).to(torch.float64)
+    lo, hi = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
+    # torch.div, not 255.0 / t: the reflected division multiplies by a reciprocal, one rounding more.
+    scale = torch.div(torch.full_like(lo, 255.0), (hi - lo).clamp(min=1))
+    offset = -lo * scale
+    levels = torch.arange(256, device=x.device, dtype=torch.float64).view(1, 1, 256)
+    lut = torch.trunc(levels * scale + offset).clamp_(0, 255)
+    lut = torch.where(hi > lo, lut, levels)
+    return _apply_lut(x, lut)
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``ImageOps.equalize``, per channel: lut[i] = (step // 2 + #values below i) // step."""
+    hist = _histogram(x)
+    nonzero = hist > 0
+    levels = torch.arange(256, device=x.device)
+    last = torch.where(nonzero, levels, -1).amax(dim=2, keepdim=True)  # highest level present
+    last_count = hist.gather(2, last.clamp(min=0))
+    step = (hist.sum(dim=2, keepdim=True) - last_count) // 256
+    below = torch.cumsum(hist, dim=2) - hist
+    lut = (step // 2 + below) // step.clamp(min=1)
+    keep = (nonzero.sum(dim=2, keepdim=True) <= 1) | (step == 0)
+    lut = torch.where(keep, levels.view(1, 1, 256), lut.clamp(max=255))
+    return _apply_lut(x, lut)
+
+
+# ----------------------------------------------------------------------------------------------
+# Enhance ops
+
+
+def blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``Image.blend(degenerate, x, factor)`` on the uint8 grid: float32 arithmetic,
+    clipped to 0..255 and truncated. ``factor``: [n]."""
+    alpha = factor.to(torch.float32).view(-1, 1, 1, 1)
+    deg = degenerate.to(torch.float32)
+    out = deg + alpha * (x.to(torch.float32) - deg)
+    return out.clamp_(0, 255).trunc_().to(x.dtype)
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's RGB -> L (ITU-R 601-2 luma in 16-bit fixed point): [n, 3, H, W] -> [n, 1, H, W];
+    a 1-channel image is its own grey."""
+    if x.shape[1] == 1:
+        return x
+    xi = x.to(torch.int64)
+    luma = (xi[:, 0] * 19595 + xi[:, 1] * 38470 + xi[:, 2] * 7471 + 0x8000) >> 16
+    return luma.unsqueeze(1).to(x.dtype)
+
+
+def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return blend(torch.zeros_like(x), x, factor)
+
+
+def color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Saturation: blend with the grey image (a grey input is unchanged)."""
+    return blend(grey(x).expand_as(x), x, factor)
+
+
+def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with a flat image at the grey mean rounded to an integer, as Pillow's Contrast."""
+    g = grey(x).to(torch.float64)
+    mean = torch.floor(g.mean(dim=(1, 2, 3), keepdim=True) + 0.5)
+    return blend(mean.to(x.dtype).expand_as(x), x, factor)
+
+
+_SMOOTH = (1.0, 1.0, 1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0)  # Pillow's ImageFilter.SMOOTH, scale 13
+
+
+def smooth(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's SMOOTH filter (3x3, float32, rounded), the outermost pixels copied unchanged."""
+    k = torch.tensor(_SMOOTH, dtype=torch.float64).div(13.0).to(torch.float32).tolist()
+    f = x.to(torch.float32)
+    h, w = f.shape[-2:]
+    inner = torch.full(f[..., 1:-1, 1:-1].shape, 0.5, dtype=torch.float32, device=f.device)
+    # Pillow's summation order: the row below (kernel row 0), the row itself, the row above.
+    for kr, dy in ((0, 2), (1, 1), (2, 0)):
+        rows = f[..., dy:h - 2 + dy, :]
+        inner = inner + (rows[..., :-2] * k[3 * kr] + rows[..., 1:-1] * k[3 * kr + 1] + rows[..., 2:] * k[3 * kr + 2])
+    out = f.clone()
+    out[..., 1:-1, 1:-1] = inner.clamp_(0, 255).trunc_()
+    return out.to(x.dtype)
+
+
+def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return blend(smooth(x), x, factor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch
+
+
+def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, bicubic: torch.Tensor,
+             fill: torch.Tensor) -> torch.Tensor:
+    """Op ``name`` on grey-level images [n, C, H, W] with per-image ``arg`` [n] (from
+    :func:`level_to_arg`), geometric filter ``bicubic`` [n] and ``fill`` [C] (0..255)."""
+    h, w = x.shape[-2:]
+    if name == "AutoContrast":
+        return autocontrast(x)
+    if name == "Equalize":
+        return equalize(x)
+    if name == "Invert":
+        return invert(x)
+    if name == "PosterizeIncreasing":
+        return posterize(x, arg)
+    if name == "SolarizeIncreasing":
+        return solarize(x, arg)
+    if name == "SolarizeAdd":
+        return solarize_add(x, arg)
+    if name == "ColorIncreasing":
+        return color(x, arg)
+    if name == "ContrastIncreasing":
+        return contrast(x, arg)
+    if name == "BrightnessIncreasing":
+        return brightness(x, arg)
+    if name == "SharpnessIncreasing":
+        return sharpness(x, arg)
+    if name == "Rotate":
+        return affine(x, rotate_matrix(arg, h, w), bicubic, fill)
+    if name in GEOMETRIC:
+        kind = torch.full_like(arg, GEOMETRIC.index(name) - 1, dtype=torch.long)
+        return affine(x, shear_translate_matrix(kind, arg, h, w), bicubic, fill)
+    raise ValueError(f"unknown RandAugment op {name!r}; known: {', '.join(OPS)}")
+
+
+def img_mean(mean: tuple[float, ...] | list[float]) -> tuple[int, ...]:
+    """timm's fill colour of the geometric ops: the normalisation mean on the 0..255 grid."""
+    return tuple(min(255, round(255 * m)) for m in mean)
+
+
+def geometric_matrix(op: torch.Tensor, arg: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Pillow AFFINE data [n, 6] of geometric ops ``op`` (indices into :data:`OPS`) with ``arg`` [n]."""
+    kind = op - OPS.index("ShearX")  # ShearX, ShearY, TranslateXRel, TranslateYRel: 0..3
+    rot = (op == OPS.index("Rotate")).unsqueeze(1)
+    return torch.where(rot, rotate_matrix(arg, h, w), shear_translate_matrix(kind, arg, h, w))
+
+
+_GEOMETRIC_IDX = tuple(OPS.index(n) for n in GEOMETRIC)
+
+
+def rand_augment(x: torch.Tensor, draw: PolicyDraw, fill: torch.Tensor) -> torch.Tensor:
+    """Apply ``draw`` (:func:`sample_policy`) to grey-level images x [B, C, H, W], layer by layer.
+
+    Per layer each non-geometric op runs once on the images that drew and applied it, and the five
+    geometric ops run together as one affine resampling, so the work is a fixed number of batched
+    kernels whatever the batch size.
+    """
+    x = x.clone()
+    h, w = x.shape[-2:]
+    for layer in range(draw.op.shape[1]):
+        op, applied = draw.op[:, layer], draw.applied[:, layer]
+        mag, neg = draw.magnitude[:, layer], draw.negate[:, layer]
+        geo = torch.zeros_like(applied)
+        for k in _GEOMETRIC_IDX:
+            geo |= op == k
+        idx = torch.nonzero(applied & geo).squeeze(1)
+        if idx.numel():
+            scale = torch.tensor([30.0, 0.3, 0.3, TRANSLATE_PCT, TRANSLATE_PCT], dtype=torch.float64,
+                                 device=x.device)  # Rotate, ShearX/Y, TranslateX/YRel, as level_to_arg
+            sub_op = op[idx]
+            pos = torch.zeros_like(sub_op)
+            for j, k in enumerate(_GEOMETRIC_IDX):
+                pos = torch.where(sub_op == k, j, pos)
+            level = mag[idx].to(torch.float64) / LEVEL_DENOM
+            arg = torch.where(neg[idx], -1.0, 1.0).to(torch.float64) * (level * scale[pos])
+            x[idx] = affine(x[idx], geometric_matrix(sub_op, arg, h, w), draw.bicubic[idx, layer], fill)
+        for k, name in enumerate(OPS):
+            if name in GEOMETRIC:
+                continue
+            idx = torch.nonzero(applied & (op == k)).squeeze(1)
+            if idx.numel() == 0:
+                continue
+            arg = level_to_arg(name, mag[idx], neg[idx])
+            x[idx] = apply_op(name, x[idx], arg, draw.bicubic[idx, layer], fill)
+    return x
