@@ -175,6 +175,23 @@ def loader_check(settings: Settings) -> dict:
     return {"batches": count, "batches/s": round(count / (time.perf_counter() - start), 1)}
 
 
+def paper_augment_check(settings: Settings) -> dict:
+    """The paper recipe's augmentation on the device (``dataset.augment=paper``,
+    ``dataset.aug_backend=device``): a DeviceLoader whose batches are made on the device, and training runs."""
+    from dnrt.data.loader import DeviceLoader
+
+    cfg = compose(settings, ["model=resnet18", "trainer.amp=bf16", "dataset.augment=paper",
+                             "dataset.aug_backend=device"])
+    parts, trainer = build(cfg)
+    loader = parts.train_loader
+    expect(isinstance(loader, DeviceLoader) and loader.augment == "paper",
+           f"train loader is {type(loader).__name__} (augment {getattr(loader, 'augment', None)})")
+    loader.set_epoch(0)
+    x, _ = next(iter(loader))
+    expect(x.device.type == settings.device.type, f"augmented batch on {x.device}")
+    return fit(trainer)
+
+
 def resume_check(settings: Settings) -> dict:
     """A two-epoch run stopped after epoch 1 (its checkpoint saved from the device) and resumed in a
     fresh trainer: epoch 1 is the checkpoint's, epoch 2 is trained, tensors come back on the device."""
@@ -239,6 +256,7 @@ CHECKS: tuple[Check, ...] = (
     Check("resnet18 channels-last", channels_last_check),
     Check("vit_tiny torch.compile", compile_check),
     Check("device-resident loader", loader_check),
+    Check("device paper augmentation", paper_augment_check),
     Check("checkpoint save+resume", resume_check),
     Check("nccl all_reduce", nccl_check, cuda_only=True),
     Check("bench gpu section", bench_check, cuda_only=True),

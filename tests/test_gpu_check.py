@@ -26,11 +26,12 @@ def _cpu_settings(tmp: str) -> Settings:
 
 def test_cpu_run_of_the_check_list_reports_cuda_only_checks_and_passes():
     by_name = {c.name: c for c in CHECKS}
-    chosen = [by_name[n] for n in ("vit_tiny bf16", "device-resident loader", "nccl all_reduce", "bench gpu section")]
+    chosen = [by_name[n] for n in ("vit_tiny bf16", "device-resident loader", "device paper augmentation",
+                                   "nccl all_reduce", "bench gpu section")]
     with tempfile.TemporaryDirectory() as tmp:
         results = run_checks(chosen, _cpu_settings(tmp), log=lambda m: None)
     status = {r.name: r.status for r in results}
-    assert status == {"vit_tiny bf16": PASS, "device-resident loader": PASS,
+    assert status == {"vit_tiny bf16": PASS, "device-resident loader": PASS, "device paper augmentation": PASS,
                       "nccl all_reduce": CUDA_ONLY, "bench gpu section": CUDA_ONLY}
     vit = results[0].figures
     # 48 images in batches of 16 with drop_last: 3 steps, each a finite loss
