@@ -7,6 +7,7 @@ dead RUNNING runs FAILED (what a job does before it starts).
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ import psutil
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from .engine.checkpoint import load_checkpoint
+from .engine.checkpoint import CheckpointUnreadable, load_checkpoint, previous_path
 from .tracking import HEARTBEAT_TAG, JOB_TAG, find_runs, with_retry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,6 +30,23 @@ class Decision:
     val_acc1: float = float("nan")
     detail: str = ""
     epoch: int | None = None  # resume: the checkpoint's epoch
+    source: Path | None = None  # resume: the checkpoint file to load (last.pt, or prev.pt if last.pt is unreadable)
+
+
+def read_resumable(ckpt: Path) -> tuple[Path | None, dict, list[str]]:
+    """The newest readable checkpoint among ``last.pt`` and ``prev.pt``: (its path, its small entries,
+    one line per unreadable file). (None, {}, [...]) when neither can be read."""
+    unreadable = []
+    for path in (ckpt, previous_path(ckpt)):
+        if not path.is_file():
+            continue
+        try:
+            meta = load_checkpoint(path, mmap=True)  # the weights are read later, once
+        except CheckpointUnreadable as exc:
+            unreadable.append(str(exc))
+            continue
+        return path, {"run_id": meta.get("run_id"), "epoch": meta.get("epoch")}, unreadable
+    return None, {}, unreadable
 
 
 def checkpoint_path(cfg: DictConfig, chash: str) -> Path:
@@ -43,9 +63,9 @@ def decide(runs: list, cfg: DictConfig, ckpt: Path, job_id: str) -> tuple[Decisi
         acc = done[0].data.metrics.get("final/val_acc1", float("nan"))
         return Decision("skip", done[0].info.run_id, acc,
                         "a FINISHED run with this config exists (force=true re-runs)"), []
-    ckpt_run, ckpt_epoch = None, None
-    if cfg.trainer.resume == "auto" and ckpt.is_file():
-        meta = load_checkpoint(ckpt, mmap=True)  # the weights are read later, once
+    ckpt_run, ckpt_epoch, source, unreadable = None, None, None, []
+    if cfg.trainer.resume == "auto":
+        source, meta, unreadable = read_resumable(ckpt)
         ckpt_run, ckpt_epoch = meta.get("run_id"), meta.get("epoch")
     dead: list[str] = []
     for r in runs:
@@ -55,11 +75,13 @@ def decide(runs: list, cfg: DictConfig, ckpt: Path, job_id: str) -> tuple[Decisi
         if r.info.status == "RUNNING" and not ours and not _stale(r, float(cfg.tracking.stale_after_s)):
             return Decision("busy", r.info.run_id, detail="a live run with this config is in progress elsewhere"), dead
         if r.info.run_id == ckpt_run and not cfg.force:
-            return Decision("resume", r.info.run_id, detail=f"resuming from {ckpt} (epoch {ckpt_epoch})",
-                            epoch=ckpt_epoch), dead
+            skipped = "".join(f"; {line}" for line in unreadable)
+            return Decision("resume", r.info.run_id, detail=f"resuming from {source} (epoch {ckpt_epoch}){skipped}",
+                            epoch=ckpt_epoch, source=source), dead
         if r.info.status == "RUNNING":  # dead: its process never marked it
             dead.append(r.info.run_id)
-    return Decision("new"), dead
+    # an unreadable checkpoint is not resumed: its dead run is retired above and the config starts fresh
+    return Decision("new", detail="; ".join(unreadable)), dead
 
 
 def decide_and_retire(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: str, ckpt: Path,
@@ -67,6 +89,8 @@ def decide_and_retire(client: MlflowClient, experiment_id: str, cfg: DictConfig,
     """:func:`decide` on the experiment's runs of ``chash``, then retire the dead ones (no heartbeat
     for ``tracking.stale_after_s``, or their pid gone on this host)."""
     decision, dead = decide(find_runs(client, experiment_id, chash), cfg, ckpt, job_id)
+    if "unreadable checkpoint" in decision.detail:
+        log.warning(decision.detail if decision.action == "resume" else f"{decision.detail}; starting afresh")
     for run_id in dead:
         with_retry(client.set_tag, run_id, "dnrt.status_detail", "failed: process died (stale heartbeat)")
         with_retry(client.set_terminated, run_id, status="FAILED")

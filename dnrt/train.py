@@ -63,6 +63,8 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
     run = check_run(cfg, fit=False)  # the model's fit is checked by building it, below, still before any run
     chash = config_hash(cfg)
     ckpt = checkpoint_path(cfg, chash)
+    if cfg.trainer.resume not in (None, "auto"):  # a named checkpoint that cannot be read is refused before any run
+        load_checkpoint(Path(cfg.trainer.resume), mmap=True)
     client, experiment_id, decision = None, None, Decision("new")
     if dist_info.is_main:
         uri = context.tracking_uri or store_uri(cfg.tracking.uri)
@@ -92,7 +94,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
             raise build_error
         trainer = Trainer(cfg, parts, dist_info, ckpt, chash)
         if decision.action == "resume" or (cfg.trainer.resume not in (None, "auto")):
-            source = ckpt if decision.action == "resume" else Path(cfg.trainer.resume)
+            source = decision.source or ckpt if decision.action == "resume" else Path(cfg.trainer.resume)
             trainer.resume_from(source)
             log.info(f"{name}: resumed at epoch {trainer.state.epoch} from {source}")
         acc = trainer.fit(tracker, should_stop, job)
@@ -102,6 +104,8 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         tracker.fail(reason, traceback.format_exc())
+        if tracker.run_id is not None:
+            exc.add_note(f"run {tracker.run_id} (its traceback is the run's error.txt)")
         raise
     if cfg.trainer.log_checkpoint:
         tracker.log_artifact(ckpt, "checkpoints")

@@ -142,9 +142,12 @@ class Trainer:
             self.state.epoch = epoch + 1
             self.state.best_acc1 = max(self.state.best_acc1, val_m["val/acc1"])
             self.state.history.append({"epoch": epoch + 1, **metrics})
-            self.save()  # before logging: a crash in between is repaired by the replay above
-            tracker.log_metrics(metrics, step=epoch + 1)
+            # logged before the checkpoint is saved, so a failed save (a full disk) loses no metrics; an
+            # epoch logged but not saved is trained again on resume and not logged a second time
+            if epoch + 1 not in logged:
+                tracker.log_metrics(metrics, step=epoch + 1)
             tracker.heartbeat()
+            self.save()
             if self.dist.is_main and cfg.trainer.progress:
                 log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
                          f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "

@@ -49,8 +49,9 @@ def _verbose() -> bool:
 
 def run_job(cfg: DictConfig) -> float:
     """Train ``cfg``; return its final val top-1 (NaN if none). In a multirun a failure is recorded
-    and the sweep goes on; a single run re-raises it so the process exits non-zero, and a config
-    that cannot run prints one line, ``error: <key>=<value>: <why>; valid: ...``, and exits 2."""
+    and the sweep goes on; a single run prints one line, ``error: <run> failed: <why>; run <id> ...``,
+    and exits 1 (``HYDRA_FULL_ERROR=1`` re-raises it), and a config that cannot run prints one line,
+    ``error: <key>=<value>: <why>; valid: ...``, and exits 2."""
     started, warm = _CLOCK.begin()
     set_threads(int(cfg.trainer.threads))
     keep_freed_memory()
@@ -86,9 +87,14 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
         outcome = Outcome("refused", run_name(cfg), detail=str(exc))
     except Exception as exc:
         watcher.restore()
-        if sweep_dir is None:
-            raise
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if sweep_dir is None:
+            if _verbose():
+                raise
+            where = "; ".join(getattr(exc, "__notes__", []))
+            print(f"error: {run_name(cfg)} failed: {reason}" + (f"; {where}" if where else ""), file=sys.stderr,
+                  flush=True)
+            raise SystemExit(1) from None
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
         outcome = Outcome("failed", run_name(cfg), detail=reason)
     if outcome.status == "stopped" and watcher.signum is not None:
