@@ -101,6 +101,10 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
     except StopRequested as stop:
         tracker.finish("KILLED", f"stopped: {stop.reason}; the same command resumes it")
         return Outcome("stopped", name, tracker.run_id, detail=stop.reason)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of the partial epoch
+        tracker.finish("KILLED", "stopped: interrupted by the user (twice: the partial epoch is lost); "
+                                 "the same command resumes it from its last checkpoint")
+        raise
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         tracker.fail(reason, traceback.format_exc())

@@ -135,7 +135,8 @@ class Trainer:
             except Interrupted as stop:
                 self.state.partial = {"step": stop.step, "sums": stop.sums, "times": [stop.data_time, stop.elapsed]}
                 self.save()
-                raise StopRequested(f"preempted in epoch {epoch + 1} after step {stop.step}", epoch) from None
+                why = getattr(should_stop, "reason", "preempted")
+                raise StopRequested(f"{why} in epoch {epoch + 1} after step {stop.step}", epoch) from None
             self.state.partial = None
             val_m = self.evaluate()
             metrics = {**train_m, **val_m}

@@ -7,17 +7,13 @@ run context) happens in the launchers, through :mod:`dnrt.launching.sweep`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .context import read_context
-from .summary import print_summary, read_summary
-
-STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
+from .summary import read_summary
 
 
 class SweepFailed(SystemExit):
@@ -27,23 +23,13 @@ class SweepFailed(SystemExit):
 class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # imported here, not at the top: Hydra builds the callbacks in every launch.py process, `--help`
-        # and refused command lines included, and MLflow (which dnrt.tracking loads) takes seconds to import
-        from mlflow import MlflowClient
-
-        from ..tracking import with_retry
+        # and refused command lines included, and MLflow (which the sweep's end loads) takes seconds to import
+        from .sweep_end import end_sweep
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        context = read_context(sweep_dir)
-        if context is None:  # a dry run, or nothing was launched
-            return
-        rows = read_summary(sweep_dir)
-        counts = print_summary(rows)
-        failed = counts.get("failed", 0)
-        client = MlflowClient(context.tracking_uri)
-        with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), "summary.json")
-        for status in STATUSES:
-            with_retry(client.log_metric, context.parent_run_id, f"sweep/{status}", counts.get(status, 0))
-        with_retry(client.set_terminated, context.parent_run_id, status="FAILED" if failed else "FINISHED")
+        counts = end_sweep(sweep_dir)
+        failed = counts.get("failed", 0) if counts is not None else 0
         if failed:
+            rows = read_summary(sweep_dir)
             reasons = "; ".join(f"{r['run_name']}: {r['detail']}" for r in rows if r["status"] == "failed")
             raise SweepFailed(f"{failed} run(s) failed: {reasons}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -97,10 +98,16 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
             raise SystemExit(1) from None
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
         outcome = Outcome("failed", run_name(cfg), detail=reason)
+    requeued = outcome.status == "stopped" and watcher.signum not in (None, signal.SIGINT)
+    if sweep_dir is not None and not requeued:  # a requeued job records its run when it runs again
+        record(sweep_dir, outcome)
+    if outcome.status == "stopped" and watcher.signum == signal.SIGINT:
+        watcher.restore()
+        print(f"stopped: {run_name(cfg)} {outcome.detail}; run {outcome.run_id} is KILLED with a checkpoint; "
+              "the same command resumes it", file=sys.stderr, flush=True)
+        raise SystemExit(130)  # the shell's code for a Ctrl-C
     if outcome.status == "stopped" and watcher.signum is not None:
         watcher.hand_over()  # under submitit this requeues the job and exits
         raise SystemExit(f"stopped by signal {watcher.signum}: {outcome.detail}; the same command resumes it")
     watcher.restore()
-    if sweep_dir is not None:
-        record(sweep_dir, outcome)
     return outcome.val_acc1

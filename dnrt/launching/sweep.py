@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from ..config import run_name
-from ..tracking import ensure_experiment, resolve_uri, with_retry
+from ..tracking import JOB_TAG, ensure_experiment, resolve_uri, with_retry
 from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
@@ -29,6 +29,7 @@ from .plan import check_cells, plan_cells, print_plan
 from .process import current_job_id
 from .refusal import SweepRefused
 from .summary import record
+from .sweep_end import SWEEP_KIND, launcher_id, retire_dead_sweeps
 
 log = logging.getLogger(__name__)
 ON_INVALID = ("stop", "skip")
@@ -46,9 +47,10 @@ def begin_sweep(config: DictConfig) -> RunContext:
     client = MlflowClient(uri)
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     overrides = " ".join(config.hydra.overrides.task)
+    retire_dead_sweeps(client, experiment_id)
     run = with_retry(client.create_run, experiment_id, run_name=f"sweep-{sweep_id}",
-                     tags={"dnrt.sweep_id": sweep_id, "dnrt.kind": "sweep", "dnrt.overrides": overrides,
-                           "dnrt.sweep_dir": str(sweep_dir)})
+                     tags={"dnrt.sweep_id": sweep_id, "dnrt.kind": SWEEP_KIND, "dnrt.overrides": overrides,
+                           "dnrt.sweep_dir": str(sweep_dir), JOB_TAG: launcher_id()})
     with_retry(client.log_param, run.info.run_id, "overrides", overrides[:6000])
     context = RunContext(experiment_id, run.info.run_id, sweep_id, uri)
     write_context(sweep_dir, context)
