@@ -74,6 +74,7 @@ class Outcome:
     run_id: str | None = None
     val_acc1: float = float("nan")
     detail: str = ""
+    overrides: list[str] = field(default_factory=list)  # the sweep cell's command-line overrides
 
 
 @dataclass

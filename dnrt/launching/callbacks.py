@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .summary import read_summary
+from .summary import failure_lines, read_summary
 
 
 class SweepFailed(SystemExit):
@@ -31,5 +31,5 @@ class SweepCallback(Callback):
         failed = counts.get("failed", 0) if counts is not None else 0
         if failed:
             rows = read_summary(sweep_dir)
-            reasons = "; ".join(f"{r['run_name']}: {r['detail']}" for r in rows if r["status"] == "failed")
+            reasons = "; ".join(failure_lines(rows))
             raise SweepFailed(f"{failed} run(s) failed: {reasons}")

@@ -42,6 +42,11 @@ def _multirun_dir() -> Path | None:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
+def _cell_overrides() -> list[str]:
+    """This job's command-line overrides (a sweep cell's own values among them)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _verbose() -> bool:
     """Tracebacks for config errors too: Hydra's own switch (HYDRA_FULL_ERROR=1) or hydra.verbose."""
     verbose = HydraConfig.get().verbose if HydraConfig.initialized() else False
@@ -100,6 +105,7 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
         outcome = Outcome("failed", run_name(cfg), detail=reason)
     requeued = outcome.status == "stopped" and watcher.signum not in (None, signal.SIGINT)
     if sweep_dir is not None and not requeued:  # a requeued job records its run when it runs again
+        outcome.overrides = _cell_overrides()
         record(sweep_dir, outcome)
     if outcome.status == "stopped" and watcher.signum == signal.SIGINT:
         watcher.restore()

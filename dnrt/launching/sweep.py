@@ -82,5 +82,5 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
         if cell.index in refused:
             name = run_name(cell.cfg) if cell.cfg is not None else " ".join(cell.overrides)
             log.warning(f"refused #{cell.index} {name}: {refused[cell.index]}")
-            record(sweep_dir, Outcome("refused", name, detail=refused[cell.index]))
+            record(sweep_dir, Outcome("refused", name, detail=refused[cell.index], overrides=list(cell.overrides)))
     return [list(c.overrides) for c in cells if c.index not in refused]
