@@ -32,7 +32,7 @@ from .engine.distributed import broadcast_object
 from .engine.trainer import StopRequested, Trainer
 from .factory import build_components
 from .preflight import check_run
-from .tracking import RunTracker, ensure_experiment, store_uri
+from .tracking import RunTracker, ensure_experiment, open_client, store_uri
 from .types import DistInfo, Job, Outcome, RunContext
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
     if dist_info.is_main:
         uri = context.tracking_uri or store_uri(cfg.tracking.uri)
         experiment_id = context.experiment_id or ensure_experiment(uri, str(cfg.tracking.experiment))
-        client = MlflowClient(uri)
+        client = open_client(uri)
         decision = decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id)
     decision = broadcast_object(decision)
     name = run_name(cfg)

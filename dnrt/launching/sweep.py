@@ -17,11 +17,10 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from ..config import run_name
-from ..tracking import JOB_TAG, ensure_experiment, resolve_uri, with_retry
+from ..tracking import JOB_TAG, ensure_experiment, open_client, resolve_uri, with_retry
 from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
@@ -44,7 +43,7 @@ def begin_sweep(config: DictConfig) -> RunContext:
         return existing
     uri = resolve_uri(config.tracking.uri)
     experiment_id = ensure_experiment(uri, str(config.tracking.experiment))
-    client = MlflowClient(uri)
+    client = open_client(uri)
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     overrides = " ".join(config.hydra.overrides.task)
     retire_dead_sweeps(client, experiment_id)

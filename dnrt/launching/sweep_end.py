@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 from mlflow import MlflowClient
 
-from ..tracking import JOB_TAG, with_retry
+from ..tracking import JOB_TAG, open_client, with_retry
 from .context import read_context
 from .summary import print_summary, read_summary
 
@@ -41,7 +41,7 @@ def end_sweep(sweep_dir: Path, interrupted: bool = False) -> Counter | None:
         return None
     rows = read_summary(sweep_dir)
     counts = print_summary(rows)
-    client = MlflowClient(context.tracking_uri)
+    client = open_client(context.tracking_uri)
     if with_retry(client.get_run, context.parent_run_id).info.status != "RUNNING":
         return counts  # ended already (a later batch of the same sweep, or the other exit path)
     with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), "summary.json")

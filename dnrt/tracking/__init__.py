@@ -5,6 +5,7 @@ from .store import (
     TrackingUnreachable,
     check_reachable,
     ensure_experiment,
+    open_client,
     project_root,
     resolve_uri,
     store_uri,
@@ -13,5 +14,6 @@ from .store import (
 
 __all__ = [
     "HASH_TAG", "HEADLINE_TAG", "HEARTBEAT_TAG", "JOB_TAG", "RunTracker", "TrackingUnreachable", "check_reachable",
-    "ensure_experiment", "find_runs", "git_sha", "project_root", "resolve_uri", "store_uri", "with_retry",
+    "ensure_experiment", "find_runs", "git_sha", "open_client", "project_root", "resolve_uri", "store_uri",
+    "with_retry",
 ]
