@@ -7,6 +7,7 @@ dead RUNNING runs FAILED (what a job does before it starts).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
 import time
@@ -31,6 +32,34 @@ class Decision:
     detail: str = ""
     epoch: int | None = None  # resume: the checkpoint's epoch
     source: Path | None = None  # resume: the checkpoint file to load (last.pt, or prev.pt if last.pt is unreadable)
+
+
+class SignatureClaim:
+    """An exclusive lock on ``claim.lock`` beside a signature's checkpoint, held by the process that
+    runs the signature, from before its build to its end. The operating system drops it when the
+    process dies, however it dies, so a claim never outlives its holder."""
+
+    def __init__(self, ckpt: Path):
+        self.path = ckpt.with_name("claim.lock")
+        self._file = None
+
+    def acquire(self) -> bool:
+        """Take the claim; False when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a")  # noqa: SIM115  (held open while the claim lasts)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        self._file = f
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 def read_resumable(ckpt: Path) -> tuple[Path | None, dict, list[str]]:

@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .config import SIGNATURE_TAG, ConfigError, config_hash, run_name, signature_revisions, signature_version
-from .decision import Decision, checkpoint_path, decide_and_retire
+from .decision import Decision, SignatureClaim, checkpoint_path, decide_and_retire
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import broadcast_object
 from .engine.trainer import StopRequested, Trainer
@@ -66,12 +66,29 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
     if cfg.trainer.resume not in (None, "auto"):  # a named checkpoint that cannot be read is refused before any run
         load_checkpoint(Path(cfg.trainer.resume), mmap=True)
     client, experiment_id, decision = None, None, Decision("new")
+    claim = SignatureClaim(ckpt)
     if dist_info.is_main:
         uri = context.tracking_uri or store_uri(cfg.tracking.uri)
         experiment_id = context.experiment_id or ensure_experiment(uri, str(cfg.tracking.experiment))
         client = open_client(uri)
         decision = decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id)
+        if decision.action in ("new", "resume"):
+            # claimed before the build, decided again under the claim: of two processes deciding
+            # "new" at once, one runs it and the other finds it busy (or FINISHED)
+            busy = Decision("busy", detail=f"another process is starting this config (it holds {claim.path})")
+            decision = (decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id) if claim.acquire()
+                        else busy)
     decision = broadcast_object(decision)
+    try:
+        return _run(cfg, run, decision, client, experiment_id, context, job, chash, ckpt, should_stop)
+    finally:
+        claim.release()
+
+
+def _run(cfg: DictConfig, run, decision: Decision, client: MlflowClient | None, experiment_id: str | None,
+         context: RunContext, job: Job, chash: str, ckpt: Path, should_stop: Callable[[], bool] | None) -> Outcome:
+    """:func:`train` once the decision is made (and, for new / resume, the signature claimed)."""
+    dist_info = job.dist
     name = run_name(cfg)
     if decision.action in ("skip", "busy"):
         log.info(f"{name}: skipped, {decision.detail} (run {decision.run_id})")
