@@ -34,7 +34,8 @@ def test_a_signature_claimed_by_another_process_is_busy_and_not_run(store):
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
-    assert outcome.status == "skipped" and outcome.detail == f"another process is starting this config (it holds {lock})"
+    assert outcome.status == "skipped"
+    assert outcome.detail == f"another process is starting this config (it holds {lock})"
     assert store.runs() == []  # nothing was created for it
     assert train(cfg).status == "finished"  # the claim died with its holder
 
