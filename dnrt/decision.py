@@ -114,11 +114,12 @@ def decide(runs: list, cfg: DictConfig, ckpt: Path, job_id: str) -> tuple[Decisi
 
 
 def decide_and_retire(client: MlflowClient, experiment_id: str, cfg: DictConfig, chash: str, ckpt: Path,
-                      job_id: str) -> Decision:
+                      job_id: str, warn: bool = True) -> Decision:
     """:func:`decide` on the experiment's runs of ``chash``, then retire the dead ones (no heartbeat
-    for ``tracking.stale_after_s``, or their pid gone on this host)."""
+    for ``tracking.stale_after_s``, or their pid gone on this host). ``warn``: log an unreadable
+    checkpoint (once per decision that acts on it)."""
     decision, dead = decide(find_runs(client, experiment_id, chash), cfg, ckpt, job_id)
-    if "unreadable checkpoint" in decision.detail:
+    if warn and "unreadable checkpoint" in decision.detail:
         log.warning(decision.detail if decision.action == "resume" else f"{decision.detail}; starting afresh")
     for run_id in dead:
         with_retry(client.set_tag, run_id, "dnrt.status_detail", "failed: process died (stale heartbeat)")

@@ -71,7 +71,7 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
         uri = context.tracking_uri or store_uri(cfg.tracking.uri)
         experiment_id = context.experiment_id or ensure_experiment(uri, str(cfg.tracking.experiment))
         client = open_client(uri)
-        decision = decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id)
+        decision = decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id, warn=False)
         if decision.action in ("new", "resume"):
             # claimed before the build, decided again under the claim: of two processes deciding
             # "new" at once, one runs it and the other finds it busy (or FINISHED)
