@@ -37,8 +37,9 @@ LAUNCH_ID_ENV = "DNRT_LAUNCH_ID"
 
 
 def launch_id() -> str:
-    """This launch's id: made by the launching process and kept in its environment, which the jobs
-    it starts (local workers, SLURM jobs) inherit, so they resolve the same sweep directory."""
+    """This launch's id: ``launch.py`` sets a fresh one in its environment, which the jobs it starts
+    (local workers, SLURM jobs) inherit, so they resolve the same sweep directory; made here where
+    nothing set it (Hydra's compose API)."""
     return os.environ.setdefault(LAUNCH_ID_ENV, uuid.uuid4().hex[:6])
 
 
