@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 # conf/experiment/demo.yaml: {resnet18, vit_tiny} x {gelu, dnrt} x 3 seeds, two worker processes.
 DEMO_SWEEP := experiment=demo hydra/launcher=parallel
-# Not `demo`: the one-epoch grid of earlier versions logged there, and a table would mix both.
+# An experiment of its own, so the demo's table reads this grid's runs and no other recipe's.
 DEMO_EXPERIMENT ?= digits-demo
 
 .PHONY: setup test test-fast lint demo bench ui server clean
@@ -22,19 +22,18 @@ setup: .venv/.installed
 	touch $@
 
 # Two pytest-xdist workers; the tests sharing a SLURM cluster or the sweep store stay on one worker each
-# (tests/services/plugin.py). TEST_WORKERS=0 runs everything in this process.
+# (tests/harness/hooks.py). TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
-# The unit tier (README, "Tests and CI"): no service, no launch.py process, no multi-epoch training.
-FAST_MARKS := not slow and not slurm and not browser and not services
 
 # pytest's exit code 5 (no tests collected) is a failure, not a pass.
 test: setup
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
+# The fast tier: the tests tests/harness/hooks.py marks `fast` (none of its long markers).
 test-fast: setup
-	$(PY) -m pytest $(XDIST) -m "$(FAST_MARKS)" $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest $(XDIST) -m fast $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: setup
@@ -47,8 +46,9 @@ demo: setup
 	$(PY) -m analysis.plots --experiment $(DEMO_EXPERIMENT) --out outputs/demo/plots
 	$(PY) -m analysis.report --experiment $(DEMO_EXPERIMENT) --out outputs/demo/report
 
+# Writes benchmarks/results/latest.{json,md} (docs/measurements.md says how to read them).
 bench: setup
-	$(PY) -m benchmarks.run $(if $(QUICK),--quick,) --readme README.md
+	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
 ui: setup
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(or $(PORT),5000)

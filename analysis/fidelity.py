@@ -1,17 +1,19 @@
 """Fidelity report: the paper models and the paper presets' recipe, beside the authors' figures.
 
     python -m analysis.fidelity [--models vit_tiny,resnet18] [--sizes 32,224] [--num-classes 100]
-                                [--presets paper_vit,...] [--skip-models] [--skip-recipe] [--out report.md]
+                                [--presets paper_vit,...] [--skip-models] [--skip-recipe] [--skip-choices]
+                                [--run RUN_ID [--uri URI]] [--out report.md]
 
 Models: every model is built by ``dnrt.models.create_model`` with its own activation (no RAA), so
-the parameter count is the architecture's. MACs are torch's ``FlopCounterMode`` FLOPs / 2 (timm's
-"GMACs" convention) for one image: matmuls and convolutions, attention products included (timm's
-fused attention is switched off for the count: the counter sees the fused op on CUDA only);
-elementwise ops are not counted.
+the parameter count is the architecture's. MACs are ``dnrt.models.macs.count_macs``'s total for one
+image: matmuls and convolutions, attention products included; elementwise ops are not counted.
 
 Recipe: each preset is composed with Hydra as ``launch.py experiment=<preset>`` would; its optimizer
 and schedule are built from the config (on a stand-in module for the lr, on the preset's first model
 for the weight-decay coverage) and read at the first step of each listed epoch.
+
+Choices: every place where the code could differ from the authors' (``analysis.fidelity_choices``),
+with the authors' value, the preset's and, with ``--run``, the value that run used.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from dnrt.config import neutral_values
 from dnrt.models import create_model
+from dnrt.models.macs import count_macs
+
+from .fidelity_choices import HEADER, choice_rows, run_params
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER_MODELS = ("vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small",
@@ -69,31 +74,6 @@ class RecipeRow:
     drop_path: dict[str, float]
 
 
-def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
-    """Multiply-accumulates of one ``img_size`` image through ``model`` (eval mode, no grad)."""
-    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    # Frozen rather than no_grad: the counter's module tracker trips over views of trainable
-    # parameters made under no_grad (CaiT's class token).
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    was_training = model.training
-    counter = FlopCounterMode(display=False)
-    try:
-        for m in fused:
-            m.fused_attn = False
-        for p in trainable:
-            p.requires_grad_(False)
-        model.eval()
-        with counter:
-            model(torch.zeros(1, in_chans, img_size, img_size))
-    finally:
-        for m, value in fused.items():
-            m.fused_attn = value
-        for p in trainable:
-            p.requires_grad_(True)
-        model.train(was_training)
-    return counter.get_total_flops() // 2
-
-
 def model_rows(models: list[str], sizes: list[int], num_classes: int = 100) -> list[ModelRow]:
     rows = []
     for name in models:
@@ -101,8 +81,8 @@ def model_rows(models: list[str], sizes: list[int], num_classes: int = 100) -> l
             torch.manual_seed(0)
             model = create_model(name, num_classes=num_classes, img_size=size).model
             authors = AUTHORS_PARAMS.get(name) if size == AUTHORS_PARAMS_PX and num_classes == 100 else None
-            rows.append(ModelRow(name, size, sum(p.numel() for p in model.parameters()), count_macs(model, size),
-                                 authors))
+            macs = count_macs(model, size)["total"]
+            rows.append(ModelRow(name, size, sum(p.numel() for p in model.parameters()), macs, authors))
     return rows
 
 
@@ -207,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated experiment presets")
     parser.add_argument("--skip-models", action="store_true", help="only the recipe table")
     parser.add_argument("--skip-recipe", action="store_true", help="only the models table")
+    parser.add_argument("--skip-choices", action="store_true", help="no table of choices against the authors'")
+    parser.add_argument("--run", default=None, help="an MLflow run id: show the value it used for each choice")
+    parser.add_argument("--uri", default=None, help="MLflow tracking URI of --run (default: MLflow's own)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     return parser
 
@@ -221,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += models_markdown(model_rows(models, sizes, args.num_classes), args.num_classes) + [""]
     if not args.skip_recipe:
         lines += recipe_markdown([recipe_row(p) for p in args.presets.split(",") if p]) + [""]
+    if not args.skip_choices:
+        params = run_params(args.uri, args.run) if args.run else None
+        rows = choice_rows(lambda preset, extra: compose_preset(preset, extra),
+                           neutral_values(compose_preset("paper_vit")), params)
+        lines += ["Choices against the authors' code (docs/fidelity.md)"
+                  + (f", and run {args.run}" if args.run else "") + ":", "", *_table(HEADER, rows), ""]
     lines.append(f"({time.perf_counter() - start:.0f} s, torch {torch.__version__})")
     text = "\n".join(lines) + "\n"
     print(text, end="")

@@ -16,6 +16,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from dnrt.tracking_schema import VAL_ACC1  # noqa: E402
+
 from .render import col_label  # noqa: E402
 from .responses import Collected  # noqa: E402
 from .table import AblationTable, short_name  # noqa: E402
@@ -61,7 +63,7 @@ def accuracy_bars(table: AblationTable) -> Figure:
     return fig
 
 
-def val_curves(table: AblationTable, history: pd.DataFrame, metric: str = "val/acc1") -> Figure:
+def val_curves(table: AblationTable, history: pd.DataFrame, metric: str = VAL_ACC1) -> Figure:
     """``metric`` per epoch, mean over seeds (band: ± std), one panel per row key, one line per config.
     ``history`` is the long frame of :func:`analysis.runs.metric_history`."""
     n = len(table.row_values)

@@ -18,6 +18,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from dnrt.tracking_schema import VAL_ACC1  # noqa: E402
+
 from .figures import accuracy_bars  # noqa: E402
 from .paper import MECHANISMS  # noqa: E402
 from .render import col_label  # noqa: E402
@@ -100,7 +102,7 @@ def accuracy_figure(tables: dict[str, AblationTable]) -> tuple[Figure, str]:
     return heatmap(tables), "heatmap"
 
 
-def curves_grid(tables: dict[str, AblationTable], history: pd.DataFrame, metric: str = "val/acc1") -> Figure:
+def curves_grid(tables: dict[str, AblationTable], history: pd.DataFrame, metric: str = VAL_ACC1) -> Figure:
     """``metric`` per epoch, mean over seeds: a panel per (facet, row), a line per column (20 colours,
     then dashed)."""
     n_rows = max(len(t.row_values) for t in tables.values())

@@ -14,8 +14,10 @@ from importlib import resources
 
 import pandas as pd
 
+from dnrt.tracking_schema import FINAL_VAL_ACC1
+
 from .runs import ALIASES, AnalysisError
-from .table import OverSeeds, load_paper, with_headline
+from .table import HASH_COL, OverSeeds, load_paper, with_headline
 
 # (act, regularizer) -> the name the paper prints, in the paper's column order
 MECHANISMS: dict[tuple[str, str], str] = {
@@ -148,12 +150,12 @@ def _norm(value: object) -> str:
 
 def newest_per_config(df: pd.DataFrame) -> pd.DataFrame:
     """A config re-run with force=true counts once: its newest run."""
-    if "tags.dnrt.config_hash" not in df:
+    if HASH_COL not in df:
         return df
-    return df.sort_values("start_time", ascending=False).drop_duplicates("tags.dnrt.config_hash")
+    return df.sort_values("start_time", ascending=False).drop_duplicates(HASH_COL)
 
 
-def build_paper_table(df: pd.DataFrame, layout: Layout, metric: str = "final/val_acc1") -> PaperTable:
+def build_paper_table(df: pd.DataFrame, layout: Layout, metric: str = FINAL_VAL_ACC1) -> PaperTable:
     """Every cell of ``layout`` from the runs in ``df`` (one groupby, no per-cell scan). Runs whose
     headline is not top-1 (AUC on graphs) give their headline for a top-1 ``metric``."""
     datasets = {v for g in layout.groups for c, v in g.select if c == ALIASES["dataset"]}

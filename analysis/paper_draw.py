@@ -16,6 +16,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from dnrt.tracking_schema import TRAIN_LOSS_CE, VAL_ACC1, VAL_LOSS  # noqa: E402
+
 WITHOUT, WITH = "tab:blue", "tab:red"
 GRID_POINTS = 96  # density samples per violin
 
@@ -79,8 +81,8 @@ def violin_grid(rows: list[ViolinRow], mechanism: str, suptitle: str, names: tup
 
 
 # (metric key, legend text, line style) of Figure 3a
-LOSS_SERIES = (("train/loss_ce", "train", "-"), ("val/loss", "test", "--"))
-ACC_SERIES = (("val/acc1", "test", "-"),)
+LOSS_SERIES = ((TRAIN_LOSS_CE, "train", "-"), (VAL_LOSS, "test", "--"))
+ACC_SERIES = ((VAL_ACC1, "test", "-"),)
 
 
 def curves(history: pd.DataFrame, labels: dict[str, str]) -> Figure:

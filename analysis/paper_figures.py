@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from rich.console import Console
 
-from dnrt.config import EXECUTION_KEYS
+from dnrt.tracking_schema import TRAIN_LOSS_CE, VAL_ACC1, VAL_LOSS, is_execution_key
 
 from . import paper_draw
 from .ablation import EXIT_NO_DATA
@@ -38,7 +38,7 @@ ACT, REG = ALIASES["act"], ALIASES["regularizer"]
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PAPER_CLASSES = {"cifar10": (0, 2, 5), "cifar10_lt": (0, 2, 5)}  # airplane, bird, dog
 PAPER_LAYERS = (1, 4, 10)
-FIG3_KEYS = ("train/loss_ce", "val/loss", "val/acc1")
+FIG3_KEYS = (TRAIN_LOSS_CE, VAL_LOSS, VAL_ACC1)
 MAKE_RUNS = "python launch.py experiment=paper_fig3"
 
 
@@ -53,8 +53,7 @@ def same_except(df: pd.DataFrame, row: pd.Series, group: str) -> pd.Series:
     mask = pd.Series(True, index=df.index)
     for col in df.columns:
         key = col.removeprefix("params.")
-        if (not col.startswith("params.") or key.startswith(group + ".")
-                or any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS)):
+        if not col.startswith("params.") or key.startswith(group + ".") or is_execution_key(key):
             continue
         value = row.get(col)
         mask &= df[col].fillna("<unset>").astype(str) == ("<unset>" if pd.isna(value) else str(value))

@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from dnrt.config import EXECUTION_KEYS
 from dnrt.tracking import with_retry
+from dnrt.tracking_schema import VAL_ACC1, is_execution_key
 
 from . import figures
 from .ablation import EXIT_NO_DATA
@@ -70,8 +70,7 @@ def _same_params(df: pd.DataFrame, row: pd.Series) -> pd.Series:
     mask = pd.Series(True, index=df.index)
     for col in df.columns:
         key = col.removeprefix("params.")
-        if (not col.startswith("params.") or key.startswith("regularizer.")
-                or any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS)):
+        if not col.startswith("params.") or key.startswith("regularizer.") or is_execution_key(key):
             continue
         value = row.get(col)
         mask &= df[col].fillna("<unset>").astype(str) == ("<unset>" if pd.isna(value) else str(value))
@@ -149,7 +148,7 @@ def build_facets(runs: pd.DataFrame, args: argparse.Namespace, err: Console) -> 
 def curves(tables: dict[str, AblationTable], client) -> figures.Figure:
     """val/acc1 per epoch: one panel per row for a small sweep, else the data set x model grid."""
     run_ids = [r for t in tables.values() for c in t.cells.values() for r in c.run_ids]
-    history = metric_history(client, run_ids, "val/acc1")
+    history = metric_history(client, run_ids, VAL_ACC1)
     if history.empty:
         raise AnalysisError("no run logged val/acc1 per epoch")
     small = len(tables) == 1 and series(tables) <= HEATMAP_ABOVE

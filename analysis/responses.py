@@ -24,13 +24,13 @@ from dnrt.models import model_spec
 from dnrt.nn import RAA, ResponseTaps
 from dnrt.preflight import check_run
 from dnrt.tracking import with_retry
+from dnrt.tracking_schema import CHECKPOINT_ARTIFACT, CHECKPOINT_TAG, CONFIG_ARTIFACT
 from dnrt.types import DistInfo
 
 from .mlp_responses import MlpActTaps
 from .runs import AnalysisError
 
 PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-CKPT_ARTIFACT = "checkpoints/last.pt"
 MAX_SHIFTS_PER_LAYER = 20_000  # enough for a violin; keeps a ResNet's per-position shifts small
 
 
@@ -67,20 +67,20 @@ def _has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:
 def checkpoint_path(client: MlflowClient, run: Run, workdir: Path) -> Path:
     """The run's ``last.pt``: its ``checkpoints/last.pt`` artifact if logged, else the ``dnrt.checkpoint``
     tag's path."""
-    if _has_artifact(client, run.info.run_id, CKPT_ARTIFACT):
-        return Path(with_retry(client.download_artifacts, run.info.run_id, CKPT_ARTIFACT, str(workdir)))
-    tagged = run.data.tags.get("dnrt.checkpoint")
+    if _has_artifact(client, run.info.run_id, CHECKPOINT_ARTIFACT):
+        return Path(with_retry(client.download_artifacts, run.info.run_id, CHECKPOINT_ARTIFACT, str(workdir)))
+    tagged = run.data.tags.get(CHECKPOINT_TAG)
     if tagged and Path(tagged).is_file():
         return Path(tagged)
-    raise AnalysisError(f"run {run.info.run_name} ({run.info.run_id}) has no checkpoint: no {CKPT_ARTIFACT} "
-                        f"artifact and no file at its dnrt.checkpoint tag ({tagged or 'unset'}); "
+    raise AnalysisError(f"run {run.info.run_name} ({run.info.run_id}) has no checkpoint: no {CHECKPOINT_ARTIFACT} "
+                        f"artifact and no file at its {CHECKPOINT_TAG} tag ({tagged or 'unset'}); "
                         "train with trainer.log_checkpoint=true or keep trainer.ckpt_root")
 
 
 def run_config(client: MlflowClient, run: Run, ckpt: dict, workdir: Path) -> DictConfig:
     """The run's resolved ``config.yaml`` artifact, else the copy inside its checkpoint."""
-    if _has_artifact(client, run.info.run_id, "config.yaml"):
-        path = with_retry(client.download_artifacts, run.info.run_id, "config.yaml", str(workdir))
+    if _has_artifact(client, run.info.run_id, CONFIG_ARTIFACT):
+        path = with_retry(client.download_artifacts, run.info.run_id, CONFIG_ARTIFACT, str(workdir))
         return OmegaConf.create(Path(path).read_text())
     return OmegaConf.create(ckpt["config_yaml"])
 

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dnrt.tracking import resolve_uri, with_retry
+from dnrt.tracking_schema import KIND_TAG, PARENT_TAG, SWEEP_KIND, SWEEP_TAG, tag_column
 
 # Short names for the pivot and filter keys: the four axes of the paper's tables (and the seed).
 ALIASES = {
@@ -26,8 +27,9 @@ ALIASES = {
     "dataset": "params.dataset.name",
     "seed": "params.seed",
 }
-PARENT_TAG = "tags.mlflow.parentRunId"
-SWEEP_TAG = "tags.dnrt.sweep_id"
+PARENT_COL = tag_column(PARENT_TAG)
+SWEEP_COL = tag_column(SWEEP_TAG)
+KIND_COL = tag_column(KIND_TAG)
 
 
 class AnalysisError(Exception):
@@ -64,7 +66,7 @@ def add_query_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db)")
     g.add_argument("--experiment", default="dnrt", help="MLflow experiment name (default: dnrt)")
-    g.add_argument("--sweep-id", default=None, help="only runs of this sweep (tag dnrt.sweep_id)")
+    g.add_argument("--sweep-id", default=None, help=f"only runs of this sweep (tag {SWEEP_TAG})")
     g.add_argument("--dataset", default=None, help="only runs on this dataset (param dataset.name)")
     g.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="keep runs whose param or tag KEY equals VALUE (repeatable); KEY is a short name "
@@ -127,9 +129,9 @@ def fetch_runs(query: RunQuery, client: MlflowClient | None = None) -> tuple[pd.
         if not token:
             break
     df = pd.DataFrame([run_row(r) for r in runs])
-    if not df.empty and "tags.dnrt.kind" in df:
+    if not df.empty and KIND_COL in df:
         # columns only the parent had (its 'overrides' param) go with it
-        df = df[df["tags.dnrt.kind"].fillna("") != "sweep"].dropna(axis=1, how="all")
+        df = df[df[KIND_COL].fillna("") != SWEEP_KIND].dropna(axis=1, how="all")
     if df.empty:
         raise AnalysisError(f"no FINISHED runs in {query.describe()} ({query.uri})")
     df = apply_filters(df, query)
@@ -148,7 +150,7 @@ def _parse_filter(spec: str) -> tuple[str, str]:
 def apply_filters(df: pd.DataFrame, query: RunQuery) -> pd.DataFrame:
     """Keep the rows matching the sweep id, dataset and every ``key=value`` filter (string equality,
     as MLflow stores params and tags as strings)."""
-    conditions = [(SWEEP_TAG, query.sweep_id), (ALIASES["dataset"], query.dataset)]
+    conditions = [(SWEEP_COL, query.sweep_id), (ALIASES["dataset"], query.dataset)]
     for spec in query.filters:
         key, value = _parse_filter(spec)
         col = resolve_key(key, df.columns)
@@ -172,9 +174,9 @@ def apply_filters(df: pd.DataFrame, query: RunQuery) -> pd.DataFrame:
 
 def shared_parent(df: pd.DataFrame) -> str | None:
     """The sweep parent run id when every run has the same non-empty ``mlflow.parentRunId``."""
-    if PARENT_TAG not in df:
+    if PARENT_COL not in df:
         return None
-    parents = set(df[PARENT_TAG].fillna(""))
+    parents = set(df[PARENT_COL].fillna(""))
     return parents.pop() if len(parents) == 1 and "" not in parents else None
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from dnrt.tracking_schema import TRAIN_LOSS_CE, VAL_ACC1, VAL_LOSS
+
 from .figures import plt, save
 from .runs import ALIASES, AnalysisError, add_query_args, fetch_runs, metric_history, open_client, query_from_args
 
-KEYS = (("train/loss_ce", "train CE"), ("val/loss", "val CE"), ("val/acc1", "val top-1 (%)"))
+KEYS = ((TRAIN_LOSS_CE, "train CE"), (VAL_LOSS, "val CE"), (VAL_ACC1, "val top-1 (%)"))
 
 
 def histories(client, runs: pd.DataFrame) -> pd.DataFrame:

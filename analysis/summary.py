@@ -14,12 +14,23 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from dnrt.config import EXECUTION_KEYS
 from dnrt.tracking import with_retry
+from dnrt.tracking_schema import (
+    DETAIL_TAG,
+    KIND_TAG,
+    SUMMARY_ARTIFACT,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    SYSTEM_PREFIX,
+    RunStatus,
+    is_execution_key,
+    tag_column,
+    tag_filter,
+)
 
-from .runs import ALIASES, AnalysisError, run_row
+from .runs import ALIASES, KIND_COL, AnalysisError, run_row
 
-DETAIL_TAG = "tags.dnrt.status_detail"
+DETAIL_COL = tag_column(DETAIL_TAG)
 
 
 @dataclass
@@ -36,14 +47,14 @@ class SweepSummary:
 def find_parent(client: MlflowClient, experiment_id: str, sweep_id: str) -> str | None:
     """The parent run of sweep ``sweep_id`` (tag ``dnrt.kind=sweep``)."""
     hits = with_retry(client.search_runs, [experiment_id],
-                      filter_string=f"tags.`dnrt.sweep_id` = '{sweep_id}' and tags.`dnrt.kind` = 'sweep'",
+                      filter_string=f"{tag_filter(SWEEP_TAG, sweep_id)} and {tag_filter(KIND_TAG, SWEEP_KIND)}",
                       max_results=5)
     return hits[0].info.run_id if hits else None
 
 
 def all_runs(client: MlflowClient, experiment_id: str, sweep_id: str | None) -> pd.DataFrame:
     """Every child run (any status) of the experiment, or of one sweep; a few paged searches."""
-    flt = f"tags.`dnrt.sweep_id` = '{sweep_id}'" if sweep_id else ""
+    flt = tag_filter(SWEEP_TAG, sweep_id) if sweep_id else ""
     rows, token = [], None
     while True:
         page = with_retry(client.search_runs, [experiment_id], filter_string=flt, max_results=1000,
@@ -53,8 +64,8 @@ def all_runs(client: MlflowClient, experiment_id: str, sweep_id: str | None) -> 
         if not token:
             break
     df = pd.DataFrame(rows)
-    if len(df) and "tags.dnrt.kind" in df:
-        df = df[df["tags.dnrt.kind"].fillna("") != "sweep"]
+    if len(df) and KIND_COL in df:
+        df = df[df[KIND_COL].fillna("") != SWEEP_KIND]
     return df.reset_index(drop=True)
 
 
@@ -64,7 +75,7 @@ def launcher_summary(client: MlflowClient, parent: str | None) -> list[dict]:
         return []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = with_retry(client.download_artifacts, parent, "summary.json", tmp)
+            path = with_retry(client.download_artifacts, parent, SUMMARY_ARTIFACT, tmp)
             return json.loads(Path(path).read_text())
     except (MlflowException, OSError, ValueError):
         return []
@@ -77,8 +88,8 @@ def device_of(row: pd.Series) -> str:
         return "GPU"
     if dev == "cpu":
         return "CPU"
-    keys = [k for k, v in row.items() if k.startswith("metrics.system/") and pd.notna(v)]
-    if any(k.startswith("metrics.system/gpu") for k in keys):
+    keys = [k for k, v in row.items() if k.startswith(f"metrics.{SYSTEM_PREFIX}") and pd.notna(v)]
+    if any(k.startswith(f"metrics.{SYSTEM_PREFIX}gpu") for k in keys):
         return "GPU"
     return "CPU" if keys else "an unrecorded device (trainer.device=auto)"
 
@@ -99,7 +110,7 @@ def differing_params(df: pd.DataFrame, limit: int = 12) -> dict[str, list[str]]:
     out = {}
     for col in sorted(c for c in df.columns if c.startswith("params.")):
         key = col.removeprefix("params.")
-        if any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS):
+        if is_execution_key(key):
             continue
         values = sorted(set(df[col].fillna("<unset>").astype(str)))
         if len(values) > 1 and not _follows_group(df, col):
@@ -115,7 +126,7 @@ def summarize(client: MlflowClient, experiment_id: str, sweep_id: str | None, pa
     if runs.empty:
         raise AnalysisError("no runs to summarize")
     statuses = Counter(runs["status"].astype(str))
-    problems = [(str(r["run_name"]), str(r["status"]), str(r.get(DETAIL_TAG, "") or ""))
+    problems = [(str(r["run_name"]), str(r["status"]), str(r.get(DETAIL_COL, "") or ""))
                 for _, r in runs.iterrows() if r["status"] != "FINISHED"]
     rows = launcher_summary(client, parent)
     ended = runs[runs["end_time"].notna() & (runs["status"] != "RUNNING")]
@@ -126,5 +137,5 @@ def summarize(client: MlflowClient, experiment_id: str, sweep_id: str | None, pa
     wall = (float(ended["end_time"].max()) - float(runs["start_time"].min())) / 3.6e6 if len(ended) else 0.0
     return SweepSummary(statuses, sorted(problems), Counter(r.get("status", "?") for r in rows),
                         sorted((r.get("run_name", "?"), str(r.get("detail", ""))) for r in rows
-                               if r.get("status") == "skipped"),
+                               if r.get("status") == RunStatus.SKIPPED),
                         wall, device_h, differing_params(finished))

@@ -13,14 +13,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dnrt.config import EXECUTION_KEYS
-from dnrt.tracking import HEADLINE_TAG as TRACKED_HEADLINE
+from dnrt.tracking_schema import (
+    FINAL_VAL_ACC1,
+    HASH_TAG,
+    HEADLINE_TAG,
+    VAL_ACC1,
+    best_metric,
+    final_metric,
+    is_execution_key,
+    tag_column,
+)
 
 from .runs import ALIASES, AnalysisError, resolve_key
 
 PAPER_FIELDS = ("dataset", "model", "act", "regularizer")
-HEADLINE_TAG = f"tags.{TRACKED_HEADLINE}"  # the metric a run is judged by; absent on older runs: val/acc1
-TOP1 = "val/acc1"
+HEADLINE_COL = tag_column(HEADLINE_TAG)  # the metric a run is judged by; absent on older runs: val/acc1
+HASH_COL = tag_column(HASH_TAG)
+TOP1 = VAL_ACC1
 MIN_CI_SEEDS = 3
 BOOTSTRAP_SAMPLES = 10_000
 
@@ -92,7 +101,7 @@ def add_pivot_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cols", default="act,regularizer", help="comma list of column keys (default: act,regularizer)")
     g.add_argument("--baseline", default="act=gelu,regularizer=none",
                    help="the baseline cell within each row, KEY=VALUE[,KEY=VALUE] (default: act=gelu,regularizer=none)")
-    g.add_argument("--metric", default="final/val_acc1", help="MLflow metric to tabulate (default: final/val_acc1)")
+    g.add_argument("--metric", default=FINAL_VAL_ACC1, help=f"MLflow metric to tabulate (default: {FINAL_VAL_ACC1})")
     g.add_argument("--minimize", action="store_true", help="lower is better (default: on for metrics named *loss*)")
     g.add_argument("--ci", choices=("t", "bootstrap"), default="t",
                    help="paired-by-seed 95%% CI of each delta with >= 3 seeds: t interval or bootstrap (default: t)")
@@ -143,8 +152,9 @@ def headline_metric(metric: str, headline: str) -> str:
         return metric
     if metric == TOP1:
         return headline
-    if metric.endswith("/val_acc1"):
-        return metric.removesuffix("val_acc1") + headline.replace("/", "_")
+    for summary in (best_metric, final_metric):  # final/val_acc1 -> final/val_auc
+        if metric == summary(TOP1):
+            return summary(headline)
     return metric
 
 
@@ -153,9 +163,9 @@ def with_headline(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
     classification) give theirs where top-1 is asked. Returns the frame with the values in
     ``metrics.<name>`` and that name: the headline's own (``final/val_auc``) when every run with a
     value has that headline, ``metric`` when none does, else ``metric`` plus what replaced it."""
-    if HEADLINE_TAG not in df:
+    if HEADLINE_COL not in df:
         return df, metric
-    heads = df[HEADLINE_TAG].fillna(TOP1)
+    heads = df[HEADLINE_COL].fillna(TOP1)
     col = "metrics." + metric
     values = df[col] if col in df else pd.Series(math.nan, index=df.index)
     used = {}
@@ -216,14 +226,14 @@ def _varying_params(group: pd.DataFrame, ignore: set[str]) -> list[str]:
         if not col.startswith("params.") or col in ignore:
             continue
         key = col.removeprefix("params.")
-        if any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS):
+        if is_execution_key(key):
             continue
         if group[col].fillna("<unset>").nunique() > 1:
             out.append(key)
     return out
 
 
-def build_table(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str = "final/val_acc1",
+def build_table(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str = FINAL_VAL_ACC1,
                 baseline: dict[str, str] | None = None, ci_method: str = "t", minimize: bool | None = None,
                 paper: pd.DataFrame | None = None, paper_dataset: str | None = None) -> AblationTable:
     """Aggregate the runs in ``df`` (from :func:`analysis.runs.fetch_runs`) into an ablation table."""
@@ -240,9 +250,9 @@ def build_table(df: pd.DataFrame, rows: list[str], cols: list[str], metric: str 
         warnings.append(f"{int(missing.sum())} run(s) without {metric} left out: "
                         + ", ".join(df.loc[missing, "run_name"].astype(str)))
     df = df[~missing]
-    if "tags.dnrt.config_hash" in df:  # a config re-run with force=true: the newest run counts
+    if HASH_COL in df:  # a config re-run with force=true: the newest run counts
         n_before = len(df)
-        df = df.sort_values("start_time", ascending=False).drop_duplicates("tags.dnrt.config_hash")
+        df = df.sort_values("start_time", ascending=False).drop_duplicates(HASH_COL)
         if len(df) < n_before:
             warnings.append(f"{n_before - len(df)} older run(s) of an identical config left out (newest kept)")
     base_raw = baseline or {}

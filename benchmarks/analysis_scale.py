@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=1000, help="FINISHED runs to generate (default: 1000)")
     args = p.parse_args(argv)
     from analysis import ablation, report
-    from tests.sweep_store import generate_store
+    from dnrt.testing import generate_sweep_store
 
     cells = [{"dataset.name": d, "model.name": m, "act.name": a, "regularizer.name": r}
              for d in DATASETS for m in VITS for a, r in MECHANISMS]
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dnrt-bench-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         t0 = time.perf_counter()
-        store = generate_store(uri, "scale", cells, seeds, epochs=50, failed=5)
+        store = generate_sweep_store(uri, "scale", cells, seeds, epochs=50, failed=5)
         print(f"generated {store.n_runs} runs ({len(cells)} cells x {len(seeds)} seeds, 50 epochs, 5 failed) "
               f"in {time.perf_counter() - t0:.1f} s")
         base = ["--tracking-uri", uri, "--experiment", "scale", "--no-log"]

@@ -5,18 +5,9 @@
 Writes ``results/complexity.json`` and ``complexity.md``. DNRT at inference is the RAA model: ARR
 only adds a training loss, so it has no inference cost.
 
-What is counted. ``torch.utils.flop_counter.FlopCounterMode`` counts matmul- and conv-like aten ops
-(2 FLOPs per multiply-accumulate; we report MACs = FLOPs / 2, the paper's and timm's "GMACs"
-convention) and nothing elementwise (activations, norms, softmax, residual adds). We split its
-count by op:
-
-- ``weights``: ``aten.addmm``, ``aten.mm``, ``aten.convolution``: every nn.Linear and conv, plus
-  RAA's shift w.x, which runs as a one-output linear (tokens) or 1x1 conv (maps): exactly one MAC per
-  element of each RAA input, i.e. tokens x C per site; RAA's other terms (+ b, x + s, Phi, x * Phi)
-  are elementwise and not counted. This is the column compared with the paper.
-- ``attention``: ``aten.bmm`` (the q.k^T and attention.v products). timm's fused attention
-  (``F.scaled_dot_product_attention``) is switched off for the count: torch's counter counts the
-  fused op on CUDA but not on the CPU, so without this the count would depend on the device.
+What is counted: ``dnrt.models.macs.count_macs`` (torch's ``FlopCounterMode`` FLOPs / 2, split into
+linear and conv layers with RAA's w.x, attention products, and other). The ``weights`` column is the
+one compared with the paper.
 
 Latency: batch 1, ``model.eval()`` under ``torch.inference_mode()``, the four models interleaved
 round by round (``benchmarks.timing.alternate``); each sample is the mean of ``calls`` forwards and
@@ -34,10 +25,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from dnrt.engine.allocator import keep_freed_memory
 from dnrt.models import create_model
+from dnrt.models.macs import count_macs
 from dnrt.nn import SurgeryReport
 
 from .machine import available_cores, machine_info
@@ -55,41 +46,6 @@ PAPER = {
     ("vit_tiny", "relu"): (1.078, 4.5), ("vit_tiny", "dnrt"): (1.080, 4.6),
     ("tnt_small", "relu"): (4.849, 10.1), ("tnt_small", "dnrt"): (4.856, 10.5),
 }
-WEIGHT_OPS = ("addmm", "mm", "convolution")
-ATTENTION_OPS = ("bmm", "baddbmm")
-
-
-def _op_name(op) -> str:
-    """``aten.addmm`` -> ``addmm`` (the counter keys its table by op packet)."""
-    return str(op).split(".")[-1]
-
-
-def count_macs(model: nn.Module, img_size: int = IMG_SIZE, in_chans: int = 3) -> dict[str, int]:
-    """MACs of one ``img_size`` image through ``model``, split into weights / attention / other.
-
-    timm attention modules are run unfused for the count (and restored): see the module docstring.
-    """
-    fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
-    was_training = model.training
-    counter = FlopCounterMode(display=False)
-    try:
-        for m in fused:
-            m.fused_attn = False
-        model.eval()
-        with torch.no_grad(), counter:
-            model(torch.zeros(1, in_chans, img_size, img_size, device=next(model.parameters()).device))
-    finally:
-        for m, value in fused.items():
-            m.fused_attn = value
-        model.train(was_training)
-    by_op = {_op_name(op): int(n) // 2 for op, n in counter.get_flop_counts()["Global"].items()}
-    weights = sum(v for k, v in by_op.items() if k in WEIGHT_OPS)
-    attention = sum(v for k, v in by_op.items() if k in ATTENTION_OPS)
-    total = counter.get_total_flops() // 2
-    return {"weights": weights, "attention": attention, "other": total - weights - attention, "total": total,
-            "by_op": by_op}
-
-
 def raa_site_macs(report: SurgeryReport, sample_batch: int = 2) -> int:
     """Per-image MACs of RAA's w.x from the dry run's call sites: one per input element (numel / C
     per site times C), the dry run's batch of ``sample_batch`` divided out."""

@@ -18,6 +18,7 @@ import torch
 
 from dnrt.data import SyntheticData
 from dnrt.engine.loops import StepConfig, train_one_epoch
+from dnrt.tracking_schema import EPOCH_TIME, TRAIN_DATA_TIME_FRAC, TRAIN_THROUGHPUT
 
 from .steps import ARR_WEIGHT, IMG_SIZE, NUM_CLASSES, build_case
 
@@ -99,9 +100,9 @@ def epoch_times(device: torch.device | str = "cuda", num_images: int = 50_000, b
             with UtilSampler(device) as util:
                 m = train_one_epoch(*args, 1, device)
             out[name][case.name] = {
-                "epoch_time_s": round(m["epoch_time_s"], 3),
-                "images_per_s": round(m["train/throughput_img_s"], 1),
-                "data_time_frac": round(m["train/data_time_frac"], 4),
+                "epoch_time_s": round(m[EPOCH_TIME], 3),
+                "images_per_s": round(m[TRAIN_THROUGHPUT], 1),
+                "data_time_frac": round(m[TRAIN_DATA_TIME_FRAC], 4),
                 "gpu_util_pct": util.mean,
                 "max_memory_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None,
             }

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dnrt.tracking_schema import STARTUP, STARTUP_COLD, STARTUP_TAG, STARTUP_WARM
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bench-overhead"
 IMPORTS = "import dnrt.launching.entry, mlflow.store.tracking.sqlalchemy_store"
@@ -45,8 +47,8 @@ def read_startup(uri: str, experiment_id: str) -> list[tuple[str, float]]:
     """``(cold|warm, startup_s)`` of every training run in the experiment."""
     from mlflow import MlflowClient
 
-    return [(run.data.tags.get("dnrt.startup", "?"), float(run.data.metrics["startup_s"]))
-            for run in MlflowClient(uri).search_runs([experiment_id]) if "startup_s" in run.data.metrics]
+    return [(run.data.tags.get(STARTUP_TAG, "?"), float(run.data.metrics[STARTUP]))
+            for run in MlflowClient(uri).search_runs([experiment_id]) if STARTUP in run.data.metrics]
 
 
 def import_seconds() -> float:
@@ -76,8 +78,8 @@ def measure_overhead(runs: int = 4, timeout_s: float = 900.0) -> dict:
         wall = time.perf_counter() - t0
         errors = [f"sweep exit {proc.returncode}: {proc.stderr.strip()[-800:]}"] if proc.returncode else []
         startup = read_startup(uri, experiment_id)
-    cold = [round(s, 2) for kind, s in startup if kind == "cold"]
-    warm = sorted(round(s, 2) for kind, s in startup if kind == "warm")
+    cold = [round(s, 2) for kind, s in startup if kind == STARTUP_COLD]
+    warm = sorted(round(s, 2) for kind, s in startup if kind == STARTUP_WARM)
     if len(startup) != runs or len(cold) != 1:
         errors.append(f"expected {runs} runs, 1 cold: got {startup}")
     everything = cold + warm

@@ -34,19 +34,6 @@ def status(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
-README_START = "<!-- bench:start (written by make bench from benchmarks/results/latest.md) -->"
-README_END = "<!-- bench:end -->"
-
-
-def update_readme(path: Path, summary: str) -> None:
-    """Replace the text between the README's bench markers with ``summary``."""
-    text = path.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no '{README_START}' ... '{README_END}' block to update")
-    path.write_text(text[: start + len(README_START)] + "\n\n" + summary.strip() + "\n\n" + text[end:])
-
-
 def write_json(result: dict, path: Path) -> None:
     """Write atomically (``*.tmp`` then rename), so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,9 +59,13 @@ def _grid(title: str, by_model: dict[str, dict[str, float]], configs: list[str],
 
 
 def markdown(result: dict) -> str:
-    """A summary for the README "Performance" section: machine, ratios vs targets, absolutes."""
+    """``results/latest.md``, a page of its own: machine, ratios vs targets, absolutes."""
     mc, st, ab = result["machine"], result["settings"], result["absolute"]
     lines = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`QUICK=1`: `--quick`); what the figures mean: docs/measurements.md.",
+        "",
         f"Measured with `python -m benchmarks.run{'' if st['mode'] == 'full' else ' --' + st['mode']}` "
         f"({st['mode']} mode, {result['created']}, {result['wall_s']:.0f} s) on **{mc['cpu_model']}**, "
         f"{mc['available_cores']} of {mc['logical_cores']} cores, torch {mc['torch']}, "

@@ -1,10 +1,10 @@
 """Run every benchmark in one process and write ``results/latest.json`` and ``latest.md``.
 
-    python -m benchmarks.run [--quick | --smoke] [--threads N] [--out-dir DIR] [--readme README.md]
+    python -m benchmarks.run [--quick | --smoke] [--threads N] [--out-dir DIR]
 
 Each ratio comes from one run of this process with its sides interleaved (A B A B ...); the
 median of the per-round ratios is reported with every sample. ``--quick`` (``make bench
-QUICK=1``) shrinks batch and repetitions to finish in a few minutes on 2 cores; ``--smoke``
+QUICK=1``) shrinks batch and repetitions to finish in minutes; ``--smoke``
 checks the machinery in seconds (tiny batches, ``torch.compile(backend="eager")``), its figures
 mean nothing.
 """
@@ -30,7 +30,7 @@ from .loader import measure_loader_speedup
 from .machine import available_cores, machine_info
 from .memory import measure_memory_speedup
 from .overhead import measure_overhead
-from .report import check_targets, markdown, update_readme, write_json
+from .report import check_targets, markdown, write_json
 from .steps import CONFIGS, StepResult, measure_steps
 from .timing import paired_ratio
 
@@ -208,14 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("DNRT_BENCH_THREADS", 0)) or None,
                         help="torch threads (default: $DNRT_BENCH_THREADS, else the available cores)")
-    parser.add_argument("--readme", type=Path, help="also write the summary into this README's bench block")
     args = parser.parse_args(argv)
     settings = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     result = run(settings, args.out_dir, args.threads)
     summary = (args.out_dir / "latest.md").read_text()
     print(summary)
-    if args.readme:
-        update_readme(args.readme, summary)
     _log(f"wrote {args.out_dir / 'latest.json'} and latest.md in {result['wall_s']:.0f} s")
     return 1 if result["errors"] else 0
 

@@ -9,18 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# Keys that choose where or how a run executes, not what it computes: left out of the params
-# (docs/design.md §4) and of the hash, so a resumed or re-launched run keeps its identity.
-EXECUTION_KEYS = (
-    "hydra", "tracking", "force", "data_dir", "resources", "signature", "dry_run", "sweep",
-    "trainer.resume", "trainer.eval_only", "trainer.progress", "trainer.workers", "trainer.threads",
-    "trainer.ckpt_root", "trainer.log_checkpoint", "trainer.stop_after", "trainer.device", "trainer.signal_at_step",
-)
-# Left out of the logged params too (they are launcher/output settings).
-HIDDEN_KEYS = ("hydra", "resources", "tracking.uri", "signature", "dry_run", "sweep")
-
-
-SIGNATURE_TAG = "dnrt.signature_version"
+from .tracking_schema import is_execution_key, is_logged_param
 
 
 class ConfigError(ValueError):
@@ -49,17 +38,13 @@ def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = node
 
 
-def _dropped(key: str, keys: tuple[str, ...]) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in keys)
-
-
 def flat_params(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as ``{"model.name": "resnet18", "optim.lr": "0.001", ...}`` (strings,
-    as MLflow stores them), without launcher and output keys."""
+    as MLflow stores them), without launcher and output keys (``tracking_schema.HIDDEN_KEYS``)."""
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     flat: dict[str, Any] = {}
     _flatten(container, "", flat)
-    return {k: _as_param(v) for k, v in sorted(flat.items()) if not _dropped(k, HIDDEN_KEYS)}
+    return {k: _as_param(v) for k, v in sorted(flat.items()) if is_logged_param(k)}
 
 
 def _as_param(v: Any) -> str:
@@ -82,11 +67,11 @@ def neutral_values(cfg: DictConfig) -> dict[str, str]:
 
 
 def signed_params(cfg: DictConfig, params: dict[str, str] | None = None) -> dict[str, str]:
-    """The params a run's signature covers: all but execution keys and neutral-valued later keys
-    (``params``: ``flat_params(cfg)`` when the caller has it already)."""
+    """The params a run's signature covers: all but execution keys (``tracking_schema.is_execution_key``)
+    and neutral-valued later keys (``params``: ``flat_params(cfg)`` when the caller has it already)."""
     neutral = neutral_values(cfg)
     return {k: v for k, v in (params or flat_params(cfg)).items()
-            if not _dropped(k, EXECUTION_KEYS) and not (k in neutral and neutral[k] == v)}
+            if not is_execution_key(k) and not (k in neutral and neutral[k] == v)}
 
 
 def signature_revisions(cfg: DictConfig, params: dict[str, str] | None = None) -> dict[str, int]:
@@ -140,6 +125,11 @@ def validate(cfg: DictConfig | ListConfig) -> None:
              t.label_smoothing, "must be in [0, 1)")
     _require(isinstance(t.amp, bool) or t.amp in ("auto", "bf16", "fp16"), "trainer.amp", t.amp,
              "must be auto, true, false, bf16 or fp16")
+    for key, choices in (("arr_average", ("tap", "width")), ("lr_scale", ("global", "device")),
+                         ("arr_memory", ("global", "rank"))):
+        _require(t.get(key) in choices, f"trainer.{key}", t.get(key), "must be " + " or ".join(choices))
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _require(_num(t.get(key, 0.0)) and t.get(key, 0.0) >= 0, f"trainer.{key}", t.get(key), "must be >= 0")
     _require(reg.name in ("none", "arr"), "regularizer.name", reg.name, "must be none or arr")
     if reg.name == "arr":
         _require(_num(reg.weight) and reg.weight >= 0, "regularizer.weight", reg.weight, "must be >= 0")

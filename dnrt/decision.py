@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from .engine.checkpoint import CheckpointUnreadable, load_checkpoint, previous_path
-from .tracking import HEARTBEAT_TAG, JOB_TAG, find_runs, with_retry
+from .tracking import find_runs, with_retry
+from .tracking_schema import CHECKPOINT_FILE, DETAIL_TAG, FINAL_VAL_ACC1, HEARTBEAT_TAG, JOB_TAG, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def read_resumable(ckpt: Path) -> tuple[Path | None, dict, list[str]]:
 
 
 def checkpoint_path(cfg: DictConfig, chash: str) -> Path:
-    return Path(cfg.trainer.ckpt_root) / str(cfg.tracking.experiment) / chash / "last.pt"
+    return Path(cfg.trainer.ckpt_root) / str(cfg.tracking.experiment) / chash / CHECKPOINT_FILE
 
 
 def decide(runs: list, cfg: DictConfig, ckpt: Path, job_id: str) -> tuple[Decision, list[str]]:
@@ -89,7 +90,7 @@ def decide(runs: list, cfg: DictConfig, ckpt: Path, job_id: str) -> tuple[Decisi
     SLURM requeue, not a live one). Also returns the ids of dead RUNNING runs (to be marked FAILED)."""
     done = [r for r in runs if r.info.status == "FINISHED"]
     if done and not cfg.force:
-        acc = done[0].data.metrics.get("final/val_acc1", float("nan"))
+        acc = done[0].data.metrics.get(FINAL_VAL_ACC1, float("nan"))
         return Decision("skip", done[0].info.run_id, acc,
                         "a FINISHED run with this config exists (force=true re-runs)"), []
     ckpt_run, ckpt_epoch, source, unreadable = None, None, None, []
@@ -122,7 +123,7 @@ def decide_and_retire(client: MlflowClient, experiment_id: str, cfg: DictConfig,
     if warn and "unreadable checkpoint" in decision.detail:
         log.warning(decision.detail if decision.action == "resume" else f"{decision.detail}; starting afresh")
     for run_id in dead:
-        with_retry(client.set_tag, run_id, "dnrt.status_detail", "failed: process died (stale heartbeat)")
+        with_retry(client.set_tag, run_id, DETAIL_TAG, f"{RunStatus.FAILED}: process died (stale heartbeat)")
         with_retry(client.set_terminated, run_id, status="FAILED")
     return decision
 

@@ -34,6 +34,12 @@ class TrainerConf:
     eval_only: Optional[str] = None  # noqa: UP045
     stop_after: Optional[int] = None  # noqa: UP045
     signal_at_step: Any = None  # {step: k, signal: TERM | USR2 | INT | STOP | KILL}
+    arr_average: str = "tap"  # tap | width
+    lr_scale: str = "global"  # global | device
+    arr_memory: str = "global"  # global | rank
+    sync_bn: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 @dataclass

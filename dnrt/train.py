@@ -25,7 +25,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from .config import SIGNATURE_TAG, ConfigError, config_hash, run_name, signature_revisions, signature_version
+from .config import ConfigError, config_hash, run_name, signature_revisions, signature_version
 from .decision import Decision, SignatureClaim, checkpoint_path, decide_and_retire
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import broadcast_object
@@ -33,6 +33,16 @@ from .engine.trainer import StopRequested, Trainer
 from .factory import build_components
 from .preflight import check_run
 from .tracking import RunTracker, ensure_experiment, open_client, store_uri
+from .tracking_schema import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_TAG,
+    PARENT_TAG,
+    REVISED_TAG,
+    SIGNATURE_TAG,
+    SWEEP_TAG,
+    VAL_ACC1,
+    RunStatus,
+)
 from .types import DistInfo, Job, Outcome, RunContext
 
 log = logging.getLogger(__name__)
@@ -44,9 +54,9 @@ def _open_tracker(cfg: DictConfig, decision: Decision, client: MlflowClient, exp
                   context: RunContext, job: Job) -> RunTracker:
     if decision.action == "resume":
         return RunTracker.reopen(client, decision.run_id, job.job_id)
-    extra = {"mlflow.parentRunId": context.parent_run_id, "dnrt.sweep_id": context.sweep_id,
+    extra = {PARENT_TAG: context.parent_run_id, SWEEP_TAG: context.sweep_id,
              SIGNATURE_TAG: str(signature_version(cfg)),
-             "dnrt.signature_revised": ", ".join(f"{k}: {v}" for k, v in signature_revisions(cfg).items())}
+             REVISED_TAG: ", ".join(f"{k}: {v}" for k, v in signature_revisions(cfg).items())}
     return RunTracker.create(client, experiment_id, cfg, extra, job.job_id)
 
 
@@ -92,7 +102,7 @@ def _run(cfg: DictConfig, run, decision: Decision, client: MlflowClient | None, 
     name = run_name(cfg)
     if decision.action in ("skip", "busy"):
         log.info(f"{name}: skipped, {decision.detail} (run {decision.run_id})")
-        return Outcome("skipped", name, decision.run_id, decision.val_acc1, decision.detail)
+        return Outcome(RunStatus.SKIPPED, name, decision.run_id, decision.val_acc1, decision.detail)
     parts, build_error = None, None
     try:
         parts = build_components(run, dist_info)
@@ -102,7 +112,7 @@ def _run(cfg: DictConfig, run, decision: Decision, client: MlflowClient | None, 
         build_error = exc
     tracker = (_open_tracker(cfg, decision, client, experiment_id, context, job) if dist_info.is_main
                else RunTracker(None, None))
-    tracker.set_tags({"dnrt.checkpoint": str(ckpt.resolve())})
+    tracker.set_tags({CHECKPOINT_TAG: str(ckpt.resolve())})
     tracker.start_heartbeat()
     if tracker.active and cfg.tracking.system_metrics:
         tracker.start_system_metrics()
@@ -116,10 +126,10 @@ def _run(cfg: DictConfig, run, decision: Decision, client: MlflowClient | None, 
             log.info(f"{name}: resumed at epoch {trainer.state.epoch} from {source}")
         acc = trainer.fit(tracker, should_stop, job)
     except StopRequested as stop:
-        tracker.finish("KILLED", f"stopped: {stop.reason}; the same command resumes it")
-        return Outcome("stopped", name, tracker.run_id, detail=stop.reason)
+        tracker.finish("KILLED", f"{RunStatus.STOPPED}: {stop.reason}; the same command resumes it")
+        return Outcome(RunStatus.STOPPED, name, tracker.run_id, detail=stop.reason)
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of the partial epoch
-        tracker.finish("KILLED", "stopped: interrupted by the user (twice: the partial epoch is lost); "
+        tracker.finish("KILLED", f"{RunStatus.STOPPED}: interrupted by the user (twice: the partial epoch is lost); "
                                  "the same command resumes it from its last checkpoint")
         raise
     except BaseException as exc:
@@ -129,9 +139,9 @@ def _run(cfg: DictConfig, run, decision: Decision, client: MlflowClient | None, 
             exc.add_note(f"run {tracker.run_id} (its traceback is the run's error.txt)")
         raise
     if cfg.trainer.log_checkpoint:
-        tracker.log_artifact(ckpt, "checkpoints")
-    tracker.finish("FINISHED", "finished")
-    status = "resumed" if decision.action == "resume" else "finished"
+        tracker.log_artifact(ckpt, CHECKPOINT_DIR)
+    tracker.finish("FINISHED", RunStatus.FINISHED.value)
+    status = RunStatus.RESUMED if decision.action == "resume" else RunStatus.FINISHED
     return Outcome(status, name, tracker.run_id, acc)
 
 
@@ -150,4 +160,4 @@ def evaluate_checkpoint(cfg: DictConfig) -> Outcome:
     metrics = trainer.evaluate()
     print(json.dumps({"checkpoint": str(path), "epoch": ckpt["epoch"], "run_id": ckpt["run_id"], **metrics}),
           flush=True)
-    return Outcome("evaluated", run_name(trained), ckpt["run_id"], metrics["val/acc1"])
+    return Outcome(RunStatus.EVALUATED, run_name(trained), ckpt["run_id"], metrics[VAL_ACC1])

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .tracking_schema import VAL_ACC1
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -94,4 +96,6 @@ class Components:
     scaler: torch.amp.GradScaler | None = None  # float16 autocast only (trainer.amp=fp16)
     # The task's evaluation (None: dnrt.engine.loops.evaluate) and the metric its runs are judged by.
     evaluate_fn: Callable | None = None
-    headline: str = "val/acc1"
+    headline: str = VAL_ACC1
+    # Metrics derived each epoch from the earlier epochs' records and this one's: (history, metrics) -> dict.
+    epoch_metrics: Callable | None = None

@@ -27,10 +27,11 @@ from analysis import ablation, plots
 from analysis.responses import checkpoint_path, collect
 from analysis.runs import AnalysisError, RunQuery, fetch_runs
 from analysis.table import build_table, load_paper, paired_ci
-from tests.sweep_store import ACTS, MODELS, REGS, SEEDS, SweepStore, sweep_store_fixture  # noqa: F401  (session fixture)
+from dnrt.tracking_schema import ACT_TAG, CHECKPOINT_TAG, tag_column
+from tests.harness.config import ROOT
+from tests.harness.store import ACTS, MODELS, REGS, SEEDS, Store
 from tests.test_train import assert_run_schema
 
-ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT / "analysis" / "paper_results.csv"
 METRIC = "final/val_acc1"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,15 +43,15 @@ def _key(run) -> tuple[str, str, str]:
     return p["model.name"], p["act.name"], p["regularizer.name"]
 
 
-def hand_cells(store: SweepStore) -> dict[tuple[str, str, str], list[float]]:
+def hand_cells(store: Store) -> dict[tuple[str, str, str], list[float]]:
     """final/val_acc1 per (model, act, regularizer), straight from MLflow."""
     cells = defaultdict(list)
-    for run in store.child_runs():
+    for run in store.runs(status="FINISHED"):
         cells[_key(run)].append(run.data.metrics[METRIC])
     return cells
 
 
-def base_args(store: SweepStore, out: Path) -> list[str]:
+def base_args(store: Store, out: Path) -> list[str]:
     return ["--tracking-uri", store.uri, "--experiment", store.experiment, "--out", str(out)]
 
 
@@ -65,10 +66,10 @@ def paper_numbers(dataset: str) -> dict[tuple[str, str, str], float]:
     return {(r["model"], r["act"], r["regularizer"]): float(r["top1"]) for r in rows if r["dataset"] == dataset}
 
 
-def test_every_sweep_run_has_the_schema(sweep_store: SweepStore) -> None:
+def test_every_sweep_run_has_the_schema(sweep_store: Store) -> None:
     """The 16 runs, launched by ``launch.py -m``, each carry the MLflow schema (ReLU runs through
     ``train()``: tests/test_train.py)."""
-    runs = sweep_store.child_runs()
+    runs = sweep_store.runs(status="FINISHED")
     cells = [(r.data.params["model.name"], r.data.params["act.name"], r.data.params["regularizer.name"],
               int(r.data.params["seed"])) for r in runs]
     assert sorted(cells) == sorted(itertools.product(MODELS, ACTS, REGS, SEEDS))
@@ -76,7 +77,7 @@ def test_every_sweep_run_has_the_schema(sweep_store: SweepStore) -> None:
         assert_run_schema(sweep_store.client, run, model, act, reg)
 
 
-def test_table_matches_the_runs(sweep_store: SweepStore, tmp_path: Path, capsys) -> None:
+def test_table_matches_the_runs(sweep_store: Store, tmp_path: Path, capsys) -> None:
     assert ablation.main(base_args(sweep_store, tmp_path) + ["--no-log"]) == 0
     printed = capsys.readouterr().out
     got = read_csv(tmp_path / "ablation.csv").set_index(["model", "act", "regularizer"])
@@ -101,7 +102,7 @@ def test_table_matches_the_runs(sweep_store: SweepStore, tmp_path: Path, capsys)
     assert all(m in printed for m in MODELS) and "Δ vs baseline" in printed
 
 
-def test_single_run_cells_have_a_blank_std(sweep_store: SweepStore, tmp_path: Path) -> None:
+def test_single_run_cells_have_a_blank_std(sweep_store: Store, tmp_path: Path) -> None:
     assert ablation.main(base_args(sweep_store, tmp_path) + ["--filter", "seed=1", "--no-log"]) == 0
     got = read_csv(tmp_path / "ablation.csv")
     assert (got["n"] == 1).all() and got["std"].isna().all()
@@ -111,7 +112,7 @@ def test_single_run_cells_have_a_blank_std(sweep_store: SweepStore, tmp_path: Pa
 
 
 @pytest.mark.parametrize("dataset", ["cifar100", "cifar10"])
-def test_paper_column_joins_the_paper_csv(sweep_store: SweepStore, tmp_path: Path, dataset: str) -> None:
+def test_paper_column_joins_the_paper_csv(sweep_store: Store, tmp_path: Path, dataset: str) -> None:
     args = base_args(sweep_store, tmp_path) + ["--paper-dataset", dataset, "--no-log"]
     assert ablation.main(args) == 0
     got = read_csv(tmp_path / "ablation.csv")
@@ -131,24 +132,25 @@ def test_paper_column_joins_the_paper_csv(sweep_store: SweepStore, tmp_path: Pat
         assert 0 < filled < 8
 
 
-def test_outputs_are_written_and_logged_to_the_parent(sweep_store: SweepStore, tmp_path: Path) -> None:
+def test_outputs_are_written_and_logged_to_the_parent(sweep_store: Store, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert ablation.main(base_args(sweep_store, out) + ["--sweep-id", sweep_store.sweep_id]) == 0
+    assert ablation.main(base_args(sweep_store, out) + ["--sweep-id", sweep_store.sweep.sweep_id]) == 0
     md, tex = (out / "ablation.md").read_text(), (out / "ablation.tex").read_text()
     assert "| model |" in md and "| resnet18 | mean ± std (n) |" in md and "**" in md  # best cell in bold
     for needle in (r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule", r"\pm", "vit\\_tiny"):
         assert needle in tex
     assert tex.count(r"\mathbf{") == int(read_csv(out / "ablation.csv")["best"].sum()) >= len(MODELS)
     client = sweep_store.client
-    logged = {a.path for a in client.list_artifacts(sweep_store.parent_run_id, "ablation")}
+    logged = {a.path for a in client.list_artifacts(sweep_store.sweep.parent_run_id, "ablation")}
     assert logged == {"ablation/ablation.md", "ablation/ablation.tex", "ablation/ablation.csv"}
-    copy = client.download_artifacts(sweep_store.parent_run_id, "ablation/ablation.csv", str(tmp_path))
+    copy = client.download_artifacts(sweep_store.sweep.parent_run_id, "ablation/ablation.csv", str(tmp_path))
     assert Path(copy).read_text() == (out / "ablation.csv").read_text()
 
 
-def test_other_pivots_and_filters(sweep_store: SweepStore, tmp_path: Path) -> None:
+def test_other_pivots_and_filters(sweep_store: Store, tmp_path: Path) -> None:
     args = base_args(sweep_store, tmp_path) + ["--rows", "model,act", "--cols", "regularizer.name",
-                                               "--baseline", "regularizer=none", "--filter", "tags.dnrt.act=raa",
+                                               "--baseline", "regularizer=none",
+                                               "--filter", f"{tag_column(ACT_TAG)}=raa",
                                                "--filter", "optim.opt=adamw", "--no-log"]
     assert ablation.main(args) == 0
     got = read_csv(tmp_path / "ablation.csv")
@@ -192,7 +194,7 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def test_empty_store_and_no_match_exit_2(sweep_store: SweepStore, tmp_path: Path, capsys) -> None:
+def test_empty_store_and_no_match_exit_2(sweep_store: Store, tmp_path: Path, capsys) -> None:
     missing = run_cli("analysis.ablation", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}",
                       "--out", str(tmp_path))
     assert missing.returncode == 2 and "no MLflow store" in missing.stderr and "Traceback" not in missing.stderr
@@ -218,9 +220,9 @@ def test_empty_store_and_no_match_exit_2(sweep_store: SweepStore, tmp_path: Path
     assert not (tmp_path / "x").exists()
 
 
-def test_plots_are_valid_png_and_pdf(sweep_store: SweepStore, tmp_path: Path) -> None:
+def test_plots_are_valid_png_and_pdf(sweep_store: Store, tmp_path: Path) -> None:
     out = tmp_path / "plots"
-    assert plots.main(base_args(sweep_store, out) + ["--sweep-id", sweep_store.sweep_id, "--batches", "2"]) == 0
+    assert plots.main(base_args(sweep_store, out) + ["--sweep-id", sweep_store.sweep.sweep_id, "--batches", "2"]) == 0
     for stem in FIGURES:
         png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
         assert png.read_bytes()[:8] == PNG_MAGIC
@@ -229,11 +231,11 @@ def test_plots_are_valid_png_and_pdf(sweep_store: SweepStore, tmp_path: Path) ->
         assert image.std() > 0.01  # something drawn, not a blank canvas
         data = pdf.read_bytes()
         assert data.startswith(b"%PDF") and b"%%EOF" in data[-64:] and len(data) > 2000
-    logged = {a.path for a in sweep_store.client.list_artifacts(sweep_store.parent_run_id, "plots")}
+    logged = {a.path for a in sweep_store.client.list_artifacts(sweep_store.sweep.parent_run_id, "plots")}
     assert {f"plots/{s}.{e}" for s in FIGURES for e in ("png", "pdf")} <= logged
 
 
-def test_runs_picked_for_the_figures_are_twins(sweep_store: SweepStore) -> None:
+def test_runs_picked_for_the_figures_are_twins(sweep_store: Store) -> None:
     client = sweep_store.client
     df, _ = fetch_runs(RunQuery(sweep_store.uri, sweep_store.experiment), client)
     without, with_arr = (df.set_index("run_id").loc[i] for i in plots.pick_runs(df, client, []))
@@ -249,12 +251,12 @@ def test_runs_picked_for_the_figures_are_twins(sweep_store: SweepStore) -> None:
         gelu_arr["params.model.name"], "gelu", gelu_arr["params.seed"])
 
 
-def test_reloaded_model_reproduces_the_logged_accuracy(sweep_store: SweepStore) -> None:
+def test_reloaded_model_reproduces_the_logged_accuracy(sweep_store: Store) -> None:
     """The checkpoint artifact, config and ARR memory really are the run's: the reloaded model scores the
     run's own final/val_acc1 on the whole validation split."""
     client = sweep_store.client
     runs = {(r.data.params["model.name"], r.data.params["act.name"], r.data.params["regularizer.name"],
-             r.data.params["seed"]): r for r in sweep_store.child_runs()}
+             r.data.params["seed"]): r for r in sweep_store.runs(status="FINISHED")}
     dnrt = runs[("vit_tiny", "raa", "arr", "0")]
     got = collect(client, dnrt.info.run_id, batches=10_000)
     assert 100.0 * np.mean(got.predictions == got.labels) == pytest.approx(dnrt.data.metrics[METRIC], abs=1e-6)
@@ -272,11 +274,11 @@ class _NoArtifacts:
         return []
 
 
-def test_checkpoint_falls_back_to_the_tag(sweep_store: SweepStore, tmp_path: Path) -> None:
-    run = sweep_store.child_runs()[0]
+def test_checkpoint_falls_back_to_the_tag(sweep_store: Store, tmp_path: Path) -> None:
+    run = sweep_store.runs(status="FINISHED")[0]
     path = checkpoint_path(_NoArtifacts(), run, tmp_path)
-    assert path == Path(run.data.tags["dnrt.checkpoint"]) and path.is_file()
-    moved = SimpleNamespace(info=run.info, data=SimpleNamespace(tags={"dnrt.checkpoint": str(tmp_path / "gone.pt")}))
+    assert path == Path(run.data.tags[CHECKPOINT_TAG]) and path.is_file()
+    moved = SimpleNamespace(info=run.info, data=SimpleNamespace(tags={CHECKPOINT_TAG: str(tmp_path / "gone.pt")}))
     with pytest.raises(AnalysisError, match="has no checkpoint"):
         checkpoint_path(_NoArtifacts(), moved, tmp_path)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from benchmarks.overhead import job_command
 from benchmarks.steps import StepResult
 from benchmarks.timing import alternate, paired_ratio
 from dnrt.nn import ClassResponseMemory
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -146,13 +150,11 @@ def test_overhead_sweep_real_one_cold_run_then_warm_runs(monkeypatch):
     assert out["imports_s"] == -1.0 and out["per_run_mean_s"] == pytest.approx(mean, abs=0.006)
 
 
-def test_readme_bench_block_is_replaced_and_the_rest_kept(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# T\n\nbefore\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
-    report.update_readme(readme, "| new | table |\n")
-    text = readme.read_text()
-    assert "old table" not in text and "| new | table |" in text
-    assert text.startswith("# T\n\nbefore\n") and text.endswith(f"{report.README_END}\nafter\n")
-    readme.write_text("no markers\n")
-    with pytest.raises(ValueError, match="bench"):
-        report.update_readme(readme, "x")
+def test_results_page_stands_alone_and_bench_writes_no_document(smoke):
+    """`make bench` writes benchmarks/results/ and nothing else: the Markdown is a page of its own."""
+    _, md = smoke
+    assert md.startswith("# Benchmark results\n") and "make bench" in md
+    recipe = re.search(r"^bench:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
+    assert recipe and "benchmarks.run" in recipe.group(1) and ".md" not in recipe.group(1).split("#")[0]
+    with pytest.raises(SystemExit):
+        run.main(["--smoke", "--readme", "README.md"])

@@ -16,7 +16,7 @@ def test_help_lists_the_groups(store):
 
 
 def test_unknown_group_option_lists_the_options(store):
-    proc = store.launch_here("model=resnet81")
+    proc = store.launch("model=resnet81")
     assert proc.returncode == 2
     assert "model=resnet81" in proc.stderr and "valid: alexnet," in proc.stderr and "resnet18" in proc.stderr
     assert store.runs() == []

@@ -1,14 +1,19 @@
-"""Paper Table 4 counts (benchmarks/complexity.py): MACs checked against counts worked out by hand
-from the architectures; the latency machinery runs, its timings are not asserted."""
+"""Paper Table 4 counts (benchmarks/complexity.py, dnrt/models/macs.py): MACs checked against counts
+worked out by hand from the architectures and against per-layer counts from forward hooks; the
+latency machinery runs, its timings are not asserted."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from benchmarks.complexity import count_macs, markdown, measure_latency
+from benchmarks.complexity import markdown, measure_latency
 from dnrt.models import create_model
+from dnrt.models.macs import count_macs
+from tests.harness.hooks import module_fixture
 
 # FLOP counts at 224 px: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -19,7 +24,7 @@ VIT_TOKENS, VIT_DIM, VIT_HIDDEN, VIT_DEPTH = 197, 192, 768, 12
 TNT_PATCHES, TNT_PIXELS, TNT_INNER_HIDDEN, TNT_OUTER_HIDDEN, TNT_DEPTH = 196, 16, 96, 1536, 12
 
 
-@pytest.fixture(scope="module")
+@module_fixture
 def vit_counts() -> dict[str, dict]:
     torch.manual_seed(0)
     return {act: count_macs(create_model("vit_tiny", 1000, 224, act=act).model) for act in ("relu", "raa")}
@@ -58,12 +63,48 @@ def test_tnt_small_dnrt_adds_exactly_the_raa_terms():
     assert counts["raa"]["attention"] == counts["relu"]["attention"] > 0
 
 
+def layer_macs(model: nn.Module, img_size: int) -> int:
+    """fvcore-style count from forward hooks: every nn.Linear (output elements x in_features) and
+    nn.Conv2d (output elements x in_channels / groups x kernel area); no aten op is looked at."""
+    total = 0
+
+    def linear(m, _, out):
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    def conv(m, _, out):
+        nonlocal total
+        total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    hooks = [m.register_forward_hook(linear if isinstance(m, nn.Linear) else conv)
+             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, img_size, img_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", ["cait_xxs", "deit_tiny", "pvt_tiny", "mobilenet", "shufflenet", "vgg11"])
+def test_weight_macs_are_the_layers_counted_by_hooks(name):
+    """CaiT's class token is a view of a trainable parameter: counting under no_grad fails there."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, img_size=32).model
+    counts = count_macs(model, img_size=32)
+    assert counts["weights"] == layer_macs(model, 32) > 0
+    assert counts["total"] == counts["weights"] + counts["attention"] + counts["other"]
+
+
 def test_count_restores_fused_attention():
     model = create_model("vit_tiny", 10, 32).model
     before = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
     model.train()
+    grads = [p.requires_grad for p in model.parameters()]
     count_macs(model, img_size=32)
     assert [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")] == before and model.training
+    assert [p.requires_grad for p in model.parameters()] == grads
 
 
 def test_latency_and_report_machinery():

@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 
 from dnrt.config import ConfigError, config_hash, flat_params, run_name, validate
-from tests.conftest import CONF, compose_cfg
+from tests.harness.config import CONF, compose_cfg
 
 GROUPS = ["model", "act", "regularizer", "dataset", "optim", "sched", "trainer", "tracking", "mechanism", "experiment",
           "hparams_search"]

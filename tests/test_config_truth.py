@@ -17,9 +17,20 @@ from dnrt.factory import build_components
 from dnrt.launching.context import CONTEXT_FILE
 from dnrt.nn import RAA
 from dnrt.preflight import check_run, model_task
+from dnrt.tracking_schema import (
+    CHECKPOINT_TAG,
+    HASH_TAG,
+    HEARTBEAT_TAG,
+    JOB_TAG,
+    KIND_TAG,
+    SIGNATURE_TAG,
+    STARTUP_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+)
 from dnrt.train import train
 from dnrt.types import RunContext
-from tests.conftest import CONF, FAST, TINY_RESNET, compose_cfg
+from tests.harness.config import CONF, FAST, TINY_RESNET, compose_cfg
 
 ONE_EPOCH = [*TINY_RESNET, *FAST, "trainer.epochs=1", "tracking.experiment=test"]
 
@@ -94,7 +105,7 @@ def test_model_that_does_not_fit_the_input_is_refused_before_any_run():
 @pytest.mark.slow
 def test_bad_single_run_prints_one_line_exits_2_and_creates_no_run(store):
     before = store.runs()
-    proc = store.launch_here("+model.foo=3", *ONE_EPOCH)
+    proc = store.launch("+model.foo=3", *ONE_EPOCH)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: model.foo=3: unknown key; valid: " + errors[0].split("valid: ")[1]]
@@ -104,11 +115,11 @@ def test_bad_single_run_prints_one_line_exits_2_and_creates_no_run(store):
 
 @pytest.mark.slow
 def test_sweep_skips_invalid_cells_when_asked(store):
-    proc = store.launch_here("-m", "optim.lr=1e-3,-1,2e-3", "sweep.on_invalid=skip", *ONE_EPOCH)
+    proc = store.launch("-m", "optim.lr=1e-3,-1,2e-3", "sweep.on_invalid=skip", *ONE_EPOCH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "finished: 2, refused: 1" in proc.stdout
     assert sorted(float(r.data.params["optim.lr"]) for r in store.runs() if r.info.status == "FINISHED") == [1e-3, 2e-3]
-    (parent,) = [r for r in store.runs(children_only=False) if r.data.tags.get("dnrt.kind") == "sweep"]
+    (parent,) = [r for r in store.runs(children_only=False) if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     summary = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "summary.json")).read_text())
     (refused,) = [r for r in summary if r["status"] == "refused"]
     assert refused["detail"] == "optim.lr=-1: must be > 0"
@@ -124,7 +135,7 @@ def test_dry_run_plans_a_half_finished_sweep_and_creates_nothing(store):
     assert (finished.status, stopped.status) == ("finished", "stopped")
     runs_before = {r.info.run_id: r.info.status for r in store.runs()}
     ckpts_before = sorted(p.name for p in store.ckpt_root.rglob("*"))
-    proc = store.launch_here("-m", "act=relu,gelu,raa", *ONE_EPOCH, "trainer.epochs=1,2", "--plan-json")
+    proc = store.launch("-m", "act=relu,gelu,raa", *ONE_EPOCH, "trainer.epochs=1,2", "--plan-json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan = json.loads(proc.stdout[proc.stdout.index("{"):])
     by_cell = {(r["run_name"].split("-")[1], r["overrides"].split("trainer.epochs=")[1].split()[0]): r
@@ -135,7 +146,7 @@ def test_dry_run_plans_a_half_finished_sweep_and_creates_nothing(store):
     assert {r["action"] for k, r in by_cell.items() if k not in {("relu", "1"), ("gelu", "2")}} == {"new"}
     assert plan["totals"] == {"skip": 1, "resume": 1, "new": 4}
     # the plan's signatures are the ones the runs carry
-    assert by_cell[("relu", "1")]["config_hash"] == store.client.get_run(finished.run_id).data.tags["dnrt.config_hash"]
+    assert by_cell[("relu", "1")]["config_hash"] == store.client.get_run(finished.run_id).data.tags[HASH_TAG]
     assert {r.info.run_id: r.info.status for r in store.runs()} == runs_before
     assert sorted(p.name for p in store.ckpt_root.rglob("*")) == ckpts_before
     assert not list(store.root.glob("multirun/**/" + CONTEXT_FILE))
@@ -172,17 +183,17 @@ def test_identity_survives_a_new_key_at_its_neutral_value(store, tmp_path):
     bumped = _compose_from(conf, [*overrides, "signature.version=2"])
     assert config_hash(bumped) != config_hash(upgraded)
     tags = store.client.get_run(first.run_id).data.tags
-    assert tags["dnrt.signature_version"] == "1"
+    assert tags[SIGNATURE_TAG] == "1"
 
 
 @pytest.mark.slow
 def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypatch):
-    proc = store.launch_here("-m", "act=raa", *ONE_EPOCH, check=True)
+    proc = store.launch("-m", "act=raa", *ONE_EPOCH, check=True)
     (cell,) = store.runs()
     (context_file,) = store.root.glob("multirun/**/" + CONTEXT_FILE)
     context = RunContext(**json.loads(context_file.read_text()))
     assert cell.data.tags["mlflow.parentRunId"] == context.parent_run_id
-    assert cell.data.tags["dnrt.sweep_id"] == context.sweep_id
+    assert cell.data.tags[SWEEP_TAG] == context.sweep_id
     assert "sweep summary" in proc.stdout
     for var in [v for v in __import__("os").environ if v.startswith(("DNRT_", "MLFLOW_"))]:
         monkeypatch.delenv(var)
@@ -194,8 +205,8 @@ def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypat
 
     alone = MlflowClient(other).get_run(outcome.run_id)
     assert alone.data.params == cell.data.params
-    ids = {"mlflow.parentRunId", "dnrt.sweep_id", "dnrt.job_id", "dnrt.heartbeat", "dnrt.checkpoint",
-           "dnrt.startup", "mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type"}
+    ids = {"mlflow.parentRunId", SWEEP_TAG, JOB_TAG, HEARTBEAT_TAG, CHECKPOINT_TAG,
+           STARTUP_TAG, "mlflow.runName", "mlflow.user", "mlflow.source.name", "mlflow.source.type"}
     same = {k: v for k, v in cell.data.tags.items() if k not in ids}
     assert {k: v for k, v in alone.data.tags.items() if k not in ids} == same
     assert "mlflow.parentRunId" not in alone.data.tags
@@ -206,7 +217,7 @@ def test_in_process_train_logs_what_a_sweep_cell_logs(store, tmp_path, monkeypat
 def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
     """Every launcher checks every cell before fan-out (:func:`dnrt.launching.sweep.prepare_sweep`);
     here on SLURM, where a late failure would cost a queue wait per job."""
-    proc = store.launch_here("-m", "hydra/launcher=slurm", "resources=debug_cpu", "act=relu,gelu,raa",
+    proc = store.launch("-m", "hydra/launcher=slurm", "resources=debug_cpu", "act=relu,gelu,raa",
                              "optim.lr=1e-3,-1", *ONE_EPOCH)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "3 of 6 sweep cells cannot run; nothing was submitted" in proc.stderr
@@ -214,7 +225,7 @@ def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
     assert not list(store.root.glob("multirun/**/.submitit"))  # no job was submitted
     assert store.runs(children_only=False) == []  # no run, no sweep parent run
     assert not list(store.root.glob("multirun/**/" + CONTEXT_FILE))
-    plan = store.launch_here("-m", "hydra/launcher=slurm", "resources=debug_cpu", "act=relu,gelu", *ONE_EPOCH, "--plan")
+    plan = store.launch("-m", "hydra/launcher=slurm", "resources=debug_cpu", "act=relu,gelu", *ONE_EPOCH, "--plan")
     assert plan.returncode == 0 and "totals: new 2" in plan.stdout, plan.stderr[-2000:]
     assert not list(store.root.glob("multirun/**/.submitit"))
 
@@ -223,7 +234,7 @@ def test_slurm_sweep_with_an_invalid_cell_submits_no_job(store, slurm_cluster):
 def test_every_model_act_and_regularizer_option_passes_the_checks(tmp_path):
     """Every option of the model/act/regularizer groups composes into a config the checks accept, a
     model with a data set of its task (a graph model with a DGraphFin-layout file)."""
-    from tests.test_graph import write_graph
+    from dnrt.testing import write_graph
 
     write_graph(tmp_path / "dgraphfin" / "dgraphfin.npz", n=60)
     graph_data = ["dataset=dgraphfin", f"data_dir={tmp_path}", *(o for o in FAST if not o.startswith("dataset."))]

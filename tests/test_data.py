@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dnrt.data import (
     CifarData,
@@ -25,67 +23,11 @@ from dnrt.data import (
     stratified_split,
 )
 from dnrt.data.pil import ArraySource
+from dnrt.testing import write_cifar10, write_cifar100, write_image_folder
+from tests.harness.config import CONF
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-# ----------------------------------------------------------------------------------------------
-# Writers of the real formats (independent of the reader under test).
-
-
-def _images(n: int, labels: np.ndarray, seed: int) -> np.ndarray:
-    """uint8 [n, 3, 32, 32]: a smooth per-class pattern plus noise, so crops are distinguishable."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:32, 0:32]
-    base = np.stack([(yy * 7 + xx * 3) % 256, (xx * 11) % 256, (yy * 5 + 40) % 256]).astype(np.int64)
-    out = base[None] + labels[:, None, None, None] * 13 + rng.integers(0, 60, (n, 3, 32, 32))
-    return (out % 256).astype(np.uint8)
-
-
-def _dump(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def write_cifar10(root: Path, per_class_train: int = 4, per_class_test: int = 2) -> dict[str, np.ndarray]:
-    """root/cifar-10-batches-py in the original layout: 5 train batches, test_batch, batches.meta
-    (bytes keys, as the Python 2 originals unpickle with encoding='bytes')."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    train_y = np.tile(np.arange(10), per_class_train)
-    test_y = np.tile(np.arange(10), per_class_test)
-    train_x, test_x = _images(train_y.size, train_y, 1), _images(test_y.size, test_y, 2)
-    for b, chunk in enumerate(np.array_split(np.arange(train_y.size), 5), start=1):
-        _dump(folder / f"data_batch_{b}", {
-            b"batch_label": f"training batch {b} of 5".encode(),
-            b"labels": train_y[chunk].tolist(),
-            b"data": train_x[chunk].reshape(len(chunk), 3072),
-            b"filenames": [f"img_{i}.png".encode() for i in chunk],
-        })
-    _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": test_y.tolist(),
-                                  b"data": test_x.reshape(-1, 3072),
-                                  b"filenames": [f"t_{i}.png".encode() for i in range(test_y.size)]})
-    _dump(folder / "batches.meta", {b"num_cases_per_batch": 10000, b"num_vis": 3072,
-                                    b"label_names": [f"class{i}".encode() for i in range(10)]})
-    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
-
-
-def write_cifar100(root: Path) -> dict[str, np.ndarray]:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    out = {}
-    for split, n, seed in (("train", 200, 3), ("test", 100, 4)):
-        fine = np.arange(n) % 100
-        x = _images(n, fine, seed)
-        _dump(folder / split, {b"filenames": [b"f.png"] * n, b"batch_label": split.encode(),
-                               b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(),
-                               b"data": x.reshape(n, 3072)})
-        out[f"{split}_x"], out[f"{split}_y"] = x, fine
-    _dump(folder / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
-                            b"coarse_label_names": [f"c{i}".encode() for i in range(20)]})
-    return out
 
 
 @pytest.fixture
@@ -407,23 +349,8 @@ def test_small_split_single_batch_and_val_not_sharded():
 # ImageFolder, synthetic, configs
 
 
-def _write_tree(root: Path) -> dict[str, list[np.ndarray]]:
-    rng = np.random.default_rng(0)
-    written: dict[str, list[np.ndarray]] = {}
-    for split, per_class in (("train", 3), ("val", 2)):
-        for c, cls in enumerate(["cat", "dog", "emu"]):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(per_class):
-                arr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                ext = "png" if (i + c) % 2 == 0 else "jpg"
-                Image.fromarray(arr).save(root / split / cls / f"{i}.{ext}")
-                if split == "val":
-                    written.setdefault(cls, []).append(arr if ext == "png" else None)
-    return written
-
-
 def test_imagefolder_tree(tmp_path):
-    written = _write_tree(tmp_path / "tree")
+    written = write_image_folder(tmp_path / "tree")
     data = ImageFolderData(root=str(tmp_path / "tree"), img_size=32, crop_pct=1.0)
     assert data.classes == ["cat", "dog", "emu"] and data.num_classes == 3
     train, val = data.loaders(batch_size=4, seed=0, device="cpu")

@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from dnrt.nn import ARR
+from tests.harness.hooks import module_fixture
 
 # Spawns gloo process groups: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -92,7 +93,7 @@ def _one_by_one(steps, momentum, dtype):
 SCENARIOS = [(_steps(dyadic=True), 0.5), (_steps(dyadic=False), 0.1)]
 
 
-@pytest.fixture(scope="module")
+@module_fixture
 def ddp_records(tmp_path_factory):
     """One pair of gloo processes runs every scenario: [scenario][rank] -> per-step records."""
     tmp = tmp_path_factory.mktemp("ddp")

@@ -1,5 +1,5 @@
 """`make demo` and `experiment=digits_ablation`: the intended cells, a ViT with enough tokens, and a
-demo ViT cell that actually learns (the old one-epoch demo left every ViT run at chance)."""
+demo ViT cell that actually learns (too few optimizer steps leave a ViT at chance)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from dnrt.factory import build_model
 from dnrt.train import train
-from tests.conftest import ROOT, compose_cfg
+from tests.harness.config import ROOT, compose_cfg
 from tests.test_presets import sweep_axes
 
 CHANCE = 10.0  # digits: 10 balanced classes
@@ -72,7 +72,7 @@ def test_a_demo_vit_cell_learns_in_two_epochs(store, tmp_path: Path):
     at 12.5% under the same budget, which this threshold rejects. The demo's own 3 epochs reach 56-70%."""
     cfg = compose_cfg(["experiment=demo", "model=vit_tiny", "trainer.epochs=2", "trainer.progress=false",
                        *store.overrides()])
-    outcome = train(cfg)  # on the session's one thread (tests/conftest.py), as the figure above
+    outcome = train(cfg)  # on the session's one thread (tests/harness/launcher.py), as the figure above
     assert outcome.status == "finished"
     assert outcome.val_acc1 > 2.5 * CHANCE, outcome.val_acc1
 

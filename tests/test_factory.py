@@ -13,7 +13,7 @@ from dnrt.factory import Task, build_model, build_optimizer, build_scheduler, ta
 from dnrt.models import registry
 from dnrt.preflight import check_run
 from dnrt.types import Components, DistInfo
-from tests.conftest import compose_cfg
+from tests.harness.config import compose_cfg
 
 
 class ToyData:

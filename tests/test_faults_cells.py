@@ -9,7 +9,7 @@ import torch
 from dnrt.engine import loops
 from dnrt.launching.summary import distinguishing
 from dnrt.train import train
-from tests.conftest import SMALL, compose_cfg
+from tests.harness.config import SMALL, compose_cfg
 
 TINY = [*SMALL, "trainer.epochs=1"]
 
@@ -26,7 +26,7 @@ def test_distinguishing_overrides_are_the_keys_whose_values_differ():
 
 
 def test_the_diverging_cell_is_named_by_its_override(store):
-    proc = store.launch_here("-m", "hydra/launcher=local", "optim.lr=1e-3,1e30", *TINY, *store.overrides())
+    proc = store.launch("-m", "hydra/launcher=local", "optim.lr=1e-3,1e30", *TINY, *store.overrides())
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     [line] = [li for li in out.splitlines() if "run(s) failed" in li]

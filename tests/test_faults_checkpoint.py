@@ -15,9 +15,9 @@ import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import CheckpointUnreadable, load_checkpoint, save_checkpoint
-from dnrt.tracking import JOB_TAG
+from dnrt.tracking_schema import DETAIL_TAG, JOB_TAG
 from dnrt.train import checkpoint_path, train
-from tests.conftest import SMALL, compose_cfg
+from tests.harness.config import SMALL, compose_cfg
 
 TWO = [*SMALL, "trainer.epochs=2"]
 
@@ -49,11 +49,11 @@ def test_truncated_checkpoint_of_a_killed_run_is_named_retired_and_started_afres
     dead, ckpt = _killed_after_epoch_1(store, args)
     _truncate(ckpt)
 
-    plan = store.launch_here(*args, "--plan-json", check=True)
+    plan = store.launch(*args, "--plan-json", check=True)
     assert '"action": "new"' in plan.stdout and f"unreadable checkpoint {ckpt}" in plan.stdout
     assert store.client.get_run(dead).info.status == "RUNNING"  # the plan changes nothing
 
-    proc = store.launch_here(*args)
+    proc = store.launch(*args)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     warning = [line for line in out.splitlines() if "unreadable checkpoint" in line]
@@ -140,7 +140,7 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_fails_the_run_in_one_line_with_its_metrics_logged(store, small_disk):
     args = [*TWO, *store.overrides(), f"trainer.ckpt_root={small_disk}"]
-    proc = store.launch_here(*args)
+    proc = store.launch(*args)
     ckpt = checkpoint_path(compose_cfg(args), config_hash(compose_cfg(args)))
     assert proc.returncode == 1
     error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -148,7 +148,7 @@ def test_a_full_disk_fails_the_run_in_one_line_with_its_metrics_logged(store, sm
     assert f"cannot save checkpoint {ckpt}: no space left on device" in error[0]
     [run] = store.runs()
     assert run.info.status == "FAILED" and run.info.run_id in error[0]
-    assert "no space left on device" in run.data.tags["dnrt.status_detail"]
+    assert "no space left on device" in run.data.tags[DETAIL_TAG]
     # epoch 1 was trained and evaluated: its metrics are in MLflow although its checkpoint is not on disk
     assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1]
     # no temporary file fills the disk for the next attempt; only the signature's (empty) claim lock is there

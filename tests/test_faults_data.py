@@ -12,9 +12,8 @@ import pytest
 
 from dnrt.config import ConfigError
 from dnrt.preflight import check_run
-from tests.conftest import SMALL, compose_cfg
-from tests.test_data import _write_tree, write_cifar10
-from tests.test_graph import write_graph
+from dnrt.testing import write_cifar10, write_graph, write_image_folder
+from tests.harness.config import SMALL, compose_cfg
 
 TINY = [*SMALL, "trainer.epochs=1", "trainer.batch_size=8"]
 
@@ -31,11 +30,11 @@ def test_a_truncated_cifar_batch_is_refused_in_one_line_and_no_run_is_created(st
     args = [*TINY, "dataset=cifar10", f"data_dir={tmp_path}", *store.overrides()]
     why = f"{bad.resolve()}: truncated or corrupt (UnpicklingError: pickle data was truncated)"
     for command in (args, ["-m", "hydra/launcher=local", "seed=0,1", *args]):
-        proc = store.launch_here(*command)
+        proc = store.launch(*command)
         lines = [line for line in proc.stderr.splitlines() if "data_batch_3" in line]
         assert proc.returncode == 2, (command, proc.stdout[-2000:], proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr and len(lines) >= 1 and why in lines[0], proc.stderr[-2000:]
-    plan = json.loads(store.launch_here(*args, "--plan-json", check=True).stdout)
+    plan = json.loads(store.launch(*args, "--plan-json", check=True).stdout)
     [cell] = plan["cells"]
     assert cell["action"] == "refused" and why in cell["detail"]
     assert store.runs(children_only=False) == []  # no run, no sweep parent
@@ -68,7 +67,7 @@ def test_a_truncated_dgraph_archive_is_refused_naming_it(tmp_path):
 
 
 def test_an_imagefolder_class_with_an_unreadable_image_is_refused(tmp_path):
-    _write_tree(tmp_path / "tree")
+    write_image_folder(tmp_path / "tree")
     cfg = [*TINY, "dataset=imagefolder", f"dataset.root={tmp_path / 'tree'}", "dataset.img_size=32"]
     check_run(compose_cfg(cfg), fit=False)
     for image in (tmp_path / "tree" / "train" / "dog").iterdir():

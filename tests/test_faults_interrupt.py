@@ -11,12 +11,16 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
+from dnrt.tracking_schema import DETAIL_TAG, KIND_TAG, SWEEP_KIND
 from dnrt.train import checkpoint_path
-from tests.conftest import ROOT, SMALL, compose_cfg
+from tests.harness.config import ROOT, SMALL, compose_cfg
 from tests.test_sweeps import steps_per_epoch
+
+pytestmark = pytest.mark.slow  # launches whole sweeps in processes of their own
 
 
 def _wait_stopped(pid: int, timeout: float = 600) -> None:
@@ -48,9 +52,9 @@ def test_ctrl_c_in_a_local_sweep_checkpoints_closes_every_run_and_exits_130(stor
 
     [run] = store.runs()  # the second cell never started
     assert run.info.status == "KILLED"
-    assert run.data.tags["dnrt.status_detail"] == ("stopped: interrupted by the user in epoch 2 after step 2; "
+    assert run.data.tags[DETAIL_TAG] == ("stopped: interrupted by the user in epoch 2 after step 2; "
                                                    "the same command resumes it")
-    [parent] = [r for r in store.runs(children_only=False) if r.data.tags.get("dnrt.kind") == "sweep"]
+    [parent] = [r for r in store.runs(children_only=False) if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     assert parent.info.status == "KILLED" and parent.data.metrics["sweep/stopped"] == 1
     cfg = compose_cfg([*SMALL, "trainer.epochs=2", "seed=0", *store.overrides()])
     ckpt = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
@@ -67,14 +71,14 @@ def test_ctrl_c_in_a_local_sweep_checkpoints_closes_every_run_and_exits_130(stor
 def test_a_parent_run_whose_launcher_died_is_retired_by_the_next_launch(store):
     cells = ["-m", "hydra/launcher=local", "seed=0", "trainer.epochs=1", *SMALL, *store.overrides()]
     # killed outright in its first step: no handler runs, the parent and the child stay RUNNING
-    first = store.launch(*cells, "trainer.signal_at_step={step:1,signal:KILL}")
+    first = store.launch(*cells, "trainer.signal_at_step={step:1,signal:KILL}", own_process=True)
     assert first.returncode == -signal.SIGKILL
-    [dead_parent] = [r for r in store.runs(children_only=False) if r.data.tags.get("dnrt.kind") == "sweep"]
+    [dead_parent] = [r for r in store.runs(children_only=False) if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     assert dead_parent.info.status == "RUNNING"
 
     again = store.launch(*cells)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "retired 1 sweep parent run(s) whose launcher died" in again.stdout + again.stderr
     old = store.client.get_run(dead_parent.info.run_id)
-    assert old.info.status == "FAILED" and old.data.tags["dnrt.status_detail"] == "failed: the launching process died"
+    assert old.info.status == "FAILED" and old.data.tags[DETAIL_TAG] == "failed: the launching process died"
     assert "RUNNING" not in {r.info.status for r in store.runs(children_only=False)}

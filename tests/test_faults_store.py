@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, SMALL
+import pytest
+
+from tests.harness.config import ROOT, SMALL
+
+pytestmark = pytest.mark.slow  # launches whole sweeps in processes of their own
 
 TINY = [*SMALL, "trainer.epochs=1"]
 
@@ -27,7 +31,7 @@ def test_a_store_locked_by_another_process_at_start_is_waited_for_quietly(store)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, db, "12"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     started = time.time()
-    proc = store.launch_here(*TINY, *store.overrides())
+    proc = store.launch(*TINY, *store.overrides())
     holder.wait(timeout=60)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

@@ -7,9 +7,14 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from dnrt.config import config_hash
+from dnrt.tracking_schema import HASH_TAG, KIND_TAG, SWEEP_DIR_TAG, SWEEP_KIND
 from dnrt.train import checkpoint_path, train
-from tests.conftest import ROOT, SMALL, compose_cfg
+from tests.harness.config import ROOT, SMALL, compose_cfg
+
+pytestmark = pytest.mark.slow  # launches whole sweeps in processes of their own
 
 TINY = [*SMALL, "trainer.epochs=1"]
 
@@ -50,12 +55,12 @@ def test_twin_sweeps_at_the_same_moment_run_each_signature_once(store):
         assert p.returncode == 0, (out[-3000:], err[-3000:])
         assert "sweep summary: 4 runs" in out, out[-3000:]
     runs = store.runs()
-    per_signature = Counter(r.data.tags["dnrt.config_hash"] for r in runs)
+    per_signature = Counter(r.data.tags[HASH_TAG] for r in runs)
     assert len(per_signature) == 4 and set(per_signature.values()) == {1}, per_signature
     assert {r.info.status for r in runs} == {"FINISHED"}
-    parents = [r for r in store.runs(children_only=False) if r.data.tags.get("dnrt.kind") == "sweep"]
+    parents = [r for r in store.runs(children_only=False) if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
-    assert len({p.data.tags["dnrt.sweep_dir"] for p in parents}) == 2  # one directory per launch
+    assert len({p.data.tags[SWEEP_DIR_TAG] for p in parents}) == 2  # one directory per launch
     # between them the twins ran each cell once and skipped it once
     ran = sum(p.data.metrics["sweep/finished"] for p in parents)
     skipped = sum(p.data.metrics["sweep/skipped"] for p in parents)

@@ -10,7 +10,8 @@ from dnrt.data import CifarLongTailData
 from dnrt.data.longtail import long_tail_counts
 from dnrt.models import create_model
 from dnrt.models.resnet_cifar import PadShortcut
-from tests.test_data import collect, write_cifar10
+from dnrt.testing import write_cifar10
+from tests.test_data import collect
 
 
 def literature_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:

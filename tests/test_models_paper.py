@@ -21,7 +21,7 @@ NUM_CLASSES = 10
 GELU_MODELS = ["vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small"]
 RELU_MODELS = ["alexnet", "vgg11", "resnet18", "mobilenet", "shufflenet"]
 PAPER_MODELS = GELU_MODELS + RELU_MODELS
-# Registered beside the paper's models: PVT-v2-b1 with a stride-1 stem (what pvt_tiny used to be).
+# Registered beside the paper's models: PVT-v2-b1 with a stride-1 stem (model=pvt_v2_b1_cifar).
 ALL_MODELS = PAPER_MODELS + ["pvt_v2_b1_cifar"]
 
 # The activation type each model is built with before surgery.
@@ -420,7 +420,7 @@ def test_stem_key_from_the_config():
     from omegaconf import open_dict
 
     from dnrt.config import config_hash
-    from tests.conftest import compose_cfg
+    from tests.harness.config import compose_cfg
 
     cfg = compose_cfg(["model=vgg11", "model.stem=imagenet"])
     with torch.device("meta"):

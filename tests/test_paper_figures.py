@@ -8,7 +8,6 @@ reloaded model's own ``blocks[i].mlp.act``, the curves straight from ``MlflowCli
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,8 +28,10 @@ from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.engine.distributed import DistInfo
 from dnrt.factory import build_components
 from dnrt.preflight import check_run
-from tests.conftest import Store, compose_cfg
-from tests.sweep_store import generate_store
+from dnrt.testing import generate_sweep_store
+from tests.harness.config import compose_cfg
+from tests.harness.hooks import module_fixture
+from tests.harness.store import Store, migrated_store
 
 EXPERIMENT = "paper-figures"
 SWEEP = ["-m", "model=vit_tiny", "act=gelu,raa", "regularizer=none,arr", "dataset.augment=flip",
@@ -40,12 +41,10 @@ LAYERS = (1, 4, 10)
 PNG_MAGIC, PDF_MAGIC = b"\x89PNG\r\n\x1a\n", b"%PDF"
 
 
-@pytest.fixture(scope="module")
+@module_fixture
 def fig_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> Store:
-    root = tmp_path_factory.mktemp("paper_figures")
-    shutil.copyfile(migrated_db, root / "mlflow.db")
-    store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
-    store.launch_here(*SWEEP, *store.overrides(EXPERIMENT), f"hydra.sweep.dir={root / 'multirun'}", check=True)
+    store = migrated_store(tmp_path_factory.mktemp("paper_figures"), migrated_db, EXPERIMENT)
+    store.launch(*SWEEP, *store.overrides(), f"hydra.sweep.dir={store.root / 'multirun'}", check=True)
     return store
 
 
@@ -189,7 +188,7 @@ def test_fig3_plots_the_metric_history(fig_store: Store, tmp_path: Path, monkeyp
 def test_missing_runs_name_what_is_missing(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cells = [{"model.name": "vit_tiny", "act.name": "gelu", "regularizer.name": "none", "dataset.name": "digits"}]
-    generate_store(uri, "lonely", cells, [0])
+    generate_sweep_store(uri, "lonely", cells, [0])
     base = ["--tracking-uri", uri, "--experiment", "lonely", "--out", str(tmp_path / "out")]
     assert paper_figures.main(["fig3", *base]) == 2
     err = " ".join(capsys.readouterr().err.split())

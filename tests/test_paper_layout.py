@@ -1,7 +1,7 @@
 """Reading a paper-scale sweep: the paper's table layouts, the heatmap above a dozen series, partial
 success of ``analysis.plots`` and the one-page report (opened in headless Chromium).
 
-The stores are generated (``tests.sweep_store.generate_store``): runs shaped like a finished ``paper_vit``
+The stores are generated (``dnrt.testing.generate_sweep_store``): runs shaped like a finished ``paper_vit``
 sweep with seeds, some cells left out (pending). Expected numbers come from the runs as MlflowClient
 returns them and from the paper CSVs read with the csv module.
 """
@@ -24,9 +24,12 @@ from analysis import ablation, plots, report
 from analysis.heatmap import accuracy_figure, facet_tables
 from analysis.runs import RunQuery, fetch_runs
 from analysis.table import build_table
-from tests.sweep_store import GeneratedStore, generate_store
+from dnrt.testing import generate_sweep_store
+from dnrt.tracking_schema import KIND_TAG, SWEEP_KIND
+from tests.harness.config import ROOT
+from tests.harness.hooks import module_fixture
+from tests.harness.store import Store, migrated_store
 
-ROOT = Path(__file__).resolve().parents[1]
 METRIC = "final/val_acc1"
 VITS = ("vit_tiny", "deit_tiny", "cait_xxs", "pvt_tiny", "tnt_small")
 DATASETS = ("cifar10", "cifar100", "imagenet100")
@@ -42,22 +45,22 @@ def _cell(dataset: str, model: str, act: str, reg: str) -> dict[str, str]:
     return {"dataset.name": dataset, "model.name": model, "act.name": act, "regularizer.name": reg}
 
 
-@pytest.fixture(scope="module")
-def vit_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> GeneratedStore:
-    root = tmp_path_factory.mktemp("paper_vit")
-    shutil.copyfile(migrated_db, root / "mlflow.db")
+@module_fixture
+def vit_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> Store:
+    store = migrated_store(tmp_path_factory.mktemp("paper_vit"), migrated_db, "paper-vit")
     cells = [_cell(d, m, a, r) for d in DATASETS for m in VITS for a, r in OURS if (d, m) != NOT_RUN]
-    return generate_store(f"sqlite:///{root / 'mlflow.db'}", "paper-vit", cells, [0, 1, 2], failed=2)
+    store.sweep = generate_sweep_store(store.uri, store.experiment, cells, [0, 1, 2], failed=2)
+    return store
 
 
-def runs_by_cell(store: GeneratedStore) -> dict[tuple[str, str, str, str], list[float]]:
+def runs_by_cell(store: Store) -> dict[tuple[str, str, str, str], list[float]]:
     """final/val_acc1 per (dataset, model, act, regularizer) of the FINISHED runs, from MlflowClient."""
     from mlflow import MlflowClient
 
     out = defaultdict(list)
     for run in MlflowClient(store.uri).search_runs([store.experiment_id], max_results=5000):
         p = run.data.params
-        if run.info.status == "FINISHED" and run.data.tags.get("dnrt.kind") != "sweep":
+        if run.info.status == "FINISHED" and run.data.tags.get(KIND_TAG) != SWEEP_KIND:
             out[(p["dataset.name"], p["model.name"], p["act.name"], p["regularizer.name"])].append(
                 run.data.metrics[METRIC])
     return out
@@ -68,11 +71,11 @@ def paper_table(table: str) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["table"] == table]
 
 
-def args(store: GeneratedStore, out: Path) -> list[str]:
+def args(store: Store, out: Path) -> list[str]:
     return ["--tracking-uri", store.uri, "--experiment", store.experiment, "--out", str(out)]
 
 
-def test_paper_vit_layout_is_table_1(vit_store: GeneratedStore, tmp_path: Path) -> None:
+def test_paper_vit_layout_is_table_1(vit_store: Store, tmp_path: Path) -> None:
     assert ablation.main(args(vit_store, tmp_path) + ["--layout", "paper_vit", "--no-log"]) == 0
     got = pd.read_csv(tmp_path / "paper_vit.csv", dtype={"group": str, "model": str})
     want = paper_table("vit")
@@ -101,7 +104,7 @@ def test_paper_vit_layout_is_table_1(vit_store: GeneratedStore, tmp_path: Path) 
     assert tex.count(r"\mathbf{") == int(got["best"].sum())
 
 
-def test_paper_layouts_for_every_preset(vit_store: GeneratedStore, tmp_path: Path) -> None:
+def test_paper_layouts_for_every_preset(vit_store: Store, tmp_path: Path) -> None:
     """``--layout paper`` picks the tables the runs fill; the others can be named and are all pending."""
     assert ablation.main(args(vit_store, tmp_path) + ["--layout", "paper", "--no-log"]) == 0
     # the vit runs also fill Table 6's ViT-Tiny ReLU / GELU / DNRT cells on CIFAR-100
@@ -119,7 +122,7 @@ def test_paper_layouts_for_every_preset(vit_store: GeneratedStore, tmp_path: Pat
     assert list(dict.fromkeys(longtail["model"])) == ["vit_tiny", "resnet32"] and longtail["group"].nunique() == 3
 
 
-def test_heatmap_above_the_threshold_shows_the_table(vit_store: GeneratedStore) -> None:
+def test_heatmap_above_the_threshold_shows_the_table(vit_store: Store) -> None:
     df, _ = fetch_runs(RunQuery(vit_store.uri, vit_store.experiment))
 
     def build(d: pd.DataFrame):
@@ -149,17 +152,17 @@ def test_heatmap_above_the_threshold_shows_the_table(vit_store: GeneratedStore) 
     assert accuracy_figure(facet_tables(small, build))[1] == "bars"
 
 
-@pytest.fixture(scope="module")
-def small_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> GeneratedStore:
+@module_fixture
+def small_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> Store:
     """Table 6's grid (CIFAR-100, ViT-Tiny and ResNet18, act x regularizer) with one cell not run yet."""
-    root = tmp_path_factory.mktemp("ablation")
-    shutil.copyfile(migrated_db, root / "mlflow.db")
+    store = migrated_store(tmp_path_factory.mktemp("ablation"), migrated_db, "ablation")
     cells = [_cell("cifar100", m, a, r) for m in ("vit_tiny", "resnet18") for a in ("relu", "gelu", "raa")
              for r in ("none", "arr") if (m, a, r) != ("resnet18", "raa", "none")]
-    return generate_store(f"sqlite:///{root / 'mlflow.db'}", "ablation", cells, [0, 1, 2], failed=1, rng_seed=1)
+    store.sweep = generate_sweep_store(store.uri, store.experiment, cells, [0, 1, 2], failed=1, rng_seed=1)
+    return store
 
 
-def test_plots_without_checkpoints_is_a_partial_success(small_store: GeneratedStore, tmp_path: Path, capsys) -> None:
+def test_plots_without_checkpoints_is_a_partial_success(small_store: Store, tmp_path: Path, capsys) -> None:
     argv = args(small_store, tmp_path) + ["--formats", "png", "--no-log"]
     assert plots.main(argv) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "val_curves.png"]
@@ -170,12 +173,12 @@ def test_plots_without_checkpoints_is_a_partial_success(small_store: GeneratedSt
     assert plots.main(argv + ["--strict"]) != 0
 
 
-def test_report_opens_in_chromium(small_store: GeneratedStore, tmp_path: Path, browser) -> None:
+def test_report_opens_in_chromium(small_store: Store, tmp_path: Path, browser) -> None:
     from mlflow import MlflowClient
     from selenium.webdriver.common.by import By
 
     out = tmp_path / "report"
-    assert report.main(args(small_store, out) + ["--sweep-id", small_store.sweep_id]) == 0
+    assert report.main(args(small_store, out) + ["--sweep-id", small_store.sweep.sweep_id]) == 0
     page = out / "report.html"
     browser.get(page.resolve().as_uri())
     runs = runs_by_cell(small_store)
@@ -196,7 +199,7 @@ def test_report_opens_in_chromium(small_store: GeneratedStore, tmp_path: Path, b
     assert sorted(differing) == ["act.name", "model.name", "regularizer.name", "seed"]  # the generated axes
     client = MlflowClient(small_store.uri)
     children = [r for r in client.search_runs([small_store.experiment_id], max_results=1000)
-                if r.data.tags.get("dnrt.kind") != "sweep"]
+                if r.data.tags.get(KIND_TAG) != SWEEP_KIND]
     wall = (max(r.info.end_time for r in children) - min(r.info.start_time for r in children)) / 3.6e6
     cpu = sum(r.info.end_time - r.info.start_time for r in children) / 3.6e6
     timings = dict(line.rsplit(" ", 1) for line in browser.find_element(By.ID, "timings").text.splitlines())
@@ -210,9 +213,9 @@ def test_report_opens_in_chromium(small_store: GeneratedStore, tmp_path: Path, b
         assert src.startswith("data:image/png;base64,")
         pixels = mpimg.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0.01
-    logged = {a.path for a in client.list_artifacts(small_store.parent_run_id, "report")}
+    logged = {a.path for a in client.list_artifacts(small_store.sweep.parent_run_id, "report")}
     assert "report/report.html" in logged
-    copy = client.download_artifacts(small_store.parent_run_id, "report/report.html", str(tmp_path))
+    copy = client.download_artifacts(small_store.sweep.parent_run_id, "report/report.html", str(tmp_path))
     assert Path(copy).read_bytes() == page.read_bytes()
     if shutil.which("chromium"):
         assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-" and "report/report.pdf" in logged

@@ -7,8 +7,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 import dnrt  # noqa: F401  (registers the resolvers the presets use)
-from tests.conftest import compose_cfg
-from tests.test_data import write_cifar10
+from dnrt.testing import write_cifar10
+from tests.harness.config import compose_cfg
 
 PRESETS = ["paper_vit", "paper_cnn", "paper_imagenet1k", "paper_ablation", "paper_longtail"]
 
@@ -40,11 +40,11 @@ def test_paper_vit_smoke_sweep(store, tmp_path):
     """`experiment=paper_vit trainer.epochs=1 dataset.fraction=0.01` on CIFAR-format files written here:
     every ViT of Table 1 in the DNRT column, on CIFAR-10 with the paper recipe (the models with their own
     activations: tests/test_models_paper.py). With trainer.amp=false, as conf/trainer/paper.yaml says for
-    CPU runs: fp16 autocast on the CPU made this test 4x slower (78 s against 20 s); the fp16 path has its
-    own tests (tests/test_recipe.py)."""
+    CPU runs: fp16 autocast is far slower than float32 on the CPU (docs/measurements.md); the fp16 path has
+    its own tests (tests/test_recipe.py)."""
     write_cifar10(tmp_path / "data" / "cifar10", per_class_train=20, per_class_test=4)
     env_args = [f"data_dir={tmp_path / 'data'}", "trainer.progress=false", "trainer.threads=1", "trainer.amp=false"]
-    proc = store.launch_here("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
+    proc = store.launch("experiment=paper_vit", "trainer.epochs=1", "dataset.fraction=0.01",
                              "dataset=cifar10", "mechanism=dnrt",
                              "tracking.experiment=test", *env_args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

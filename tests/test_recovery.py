@@ -10,9 +10,10 @@ import torch
 
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import CheckpointUnreadable
-from dnrt.tracking import HASH_TAG, HEARTBEAT_TAG, JOB_TAG, ensure_experiment
+from dnrt.tracking import ensure_experiment
+from dnrt.tracking_schema import DETAIL_TAG, HASH_TAG, HEARTBEAT_TAG, JOB_TAG
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, compose_cfg
+from tests.harness.config import FAST, compose_cfg
 
 TINY = [*FAST, "dataset.fraction=0.1", "trainer.epochs=1"]
 
@@ -32,7 +33,7 @@ def test_running_twin_with_an_old_heartbeat_is_retired_and_retried(store):
     assert outcome.status == "finished" and outcome.run_id != dead
     old = store.client.get_run(dead)
     assert old.info.status == "FAILED"
-    assert old.data.tags["dnrt.status_detail"] == "failed: process died (stale heartbeat)"
+    assert old.data.tags[DETAIL_TAG] == "failed: process died (stale heartbeat)"
     assert store.client.get_run(outcome.run_id).info.status == "FINISHED"
 
 

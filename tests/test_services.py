@@ -21,11 +21,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from hydra_plugins.dnrt_launcher.packed import assign_packs
-from tests.conftest import without_session_threads
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-
+from tests.harness.config import CONF
+from tests.harness.launcher import base_env
 
 # --------------------------------------------------------------------------------------------- SLURM
 
@@ -212,7 +209,7 @@ if __name__ == "__main__":
 """
 
 
-def _run_sweep(tmp_path: Path, *overrides: str, env: dict[str, str], seeds: tuple[int, ...]) -> dict[int, list[str]]:
+def _run_sweep(tmp_path: Path, *overrides: str, seeds: tuple[int, ...]) -> dict[int, list[str]]:
     """A Hydra multirun (one run per seed) of a tiny app on the project's config; returns
     seed -> [SLURM job id, threads, pid].
 
@@ -225,7 +222,7 @@ def _run_sweep(tmp_path: Path, *overrides: str, env: dict[str, str], seeds: tupl
     app.write_text(APP.format(conf=str(CONF), out=str(out)))
     callbacks = _hydra().get("callbacks", None) or {}
     no_callbacks = [f"~hydra.callbacks.{name}" for name in callbacks]
-    env = {**without_session_threads(env), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = base_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")  # SLURM_CONF: the fixture's
     cmd = [sys.executable, str(app), "-m", f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
            *no_callbacks, *overrides]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -237,7 +234,7 @@ def test_hydra_slurm_launcher_packs_runs_into_jobs_on_the_cluster(slurm_cluster,
     """Three runs, two per job: runs 1 and 3 share a SLURM job and its process, run 2 gets its own
     (the default of one job per run is test_slurm.py's failing-cell sweep)."""
     results = _run_sweep(tmp_path, "hydra/launcher=slurm", _resources_override("debug_cpu"),
-                         "hydra.launcher.runs_per_job=2", env=slurm_cluster.env, seeds=(1, 2, 3))
+                         "hydra.launcher.runs_per_job=2", seeds=(1, 2, 3))
     assert all(job_id.isdigit() and threads == "1" for job_id, threads, _ in results.values())
     assert results[1] == results[3] != results[2]  # [job id, threads, pid]
     assert results[1][0] != results[2][0]  # two jobs

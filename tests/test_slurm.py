@@ -1,4 +1,4 @@
-"""Sweeps on a real one-node SLURM cluster (tests/services/slurm.py), through hydra-submitit-launcher.
+"""Sweeps on a real one-node SLURM cluster (tests/harness/services/slurm.py), through hydra-submitit-launcher.
 
 Preemptions land at an exact training step (``trainer.signal_at_step``): the job signals itself, or
 stops itself there until the test requeues it, so every run is interrupted at the same place."""
@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
@@ -17,8 +15,9 @@ import torch
 
 from dnrt.config import config_hash, run_name
 from dnrt.engine.checkpoint import load_checkpoint
+from dnrt.tracking_schema import DETAIL_TAG, JOB_TAG
 from dnrt.train import checkpoint_path
-from tests.conftest import ROOT, SMALL, compose_cfg
+from tests.harness.config import SMALL, compose_cfg
 from tests.test_sweeps import PREEMPTED as REQUEUED
 from tests.test_sweeps import steps_per_epoch, uninterrupted_reference
 
@@ -33,19 +32,19 @@ def job_logs(store) -> str:
 def test_sweep_on_slurm_with_a_cell_that_fails_mid_training(store, slurm_cluster):
     """optim.lr=1e30 drives the loss to NaN in the first epoch: that job's run is FAILED with the reason
     and error.txt, the other job's run finishes, and the sweep exits non-zero. One SLURM job per run."""
-    proc = store.launch_here("-m", *SLURM, "optim.lr=1e-3,1e30", "trainer.epochs=1", *SMALL, "tracking.experiment=test")
+    proc = store.launch("-m", *SLURM, "optim.lr=1e-3,1e30", "trainer.epochs=1", *SMALL, "tracking.experiment=test")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "1 run(s) failed" in out, out[-3000:]
     runs = store.runs()
     assert len(runs) == 2
-    job_ids = {r.data.tags["dnrt.job_id"] for r in runs}
+    job_ids = {r.data.tags[JOB_TAG] for r in runs}
     # SLURM (array) job ids, not host:pid: one job per run
     assert len(job_ids) == 2 and all(re.fullmatch(r"\d+(_\d+)?", j) for j in job_ids), job_ids
     by_lr = {lr: [r for r in runs if float(r.data.params["optim.lr"]) == lr] for lr in (1e-3, 1e30)}
     assert all(r.info.status == "FINISHED" for r in by_lr[1e-3])
     for run in by_lr[1e30]:
         assert run.info.status == "FAILED"
-        assert run.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
+        assert run.data.tags[DETAIL_TAG].startswith("failed: NonFiniteLoss: training loss became nan")
         assert "error.txt" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
 
 
@@ -76,10 +75,8 @@ def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
     """The job stops itself right after step k; `scontrol requeue` then SIGTERMs it (checkpoint after
     step k) and runs it again: one MLflow run, every epoch once, the weights of an uninterrupted run."""
     k = steps_per_epoch(compose_cfg(REQUEUED)) + 3  # the 3rd step of epoch 2
-    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *REQUEUED, "tracking.experiment=requeue",
-            f"trainer.signal_at_step={{step:{k},signal:STOP}}"]
-    sweep = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    sweep = store.start("-m", *SLURM, *REQUEUED, "tracking.experiment=requeue",
+                        f"trainer.signal_at_step={{step:{k},signal:STOP}}")
     try:
         frozen = _stopped_job_process()
     except TimeoutError:
@@ -97,7 +94,7 @@ def test_scontrol_requeue_continues_the_same_run_exactly(store, slurm_cluster):
     assert f"STOP after global step {k}" in logs and "preempted in epoch 2 after step 3" in logs, logs[-3000:]
     assert f"{run_name(compose_cfg(REQUEUED))}: resumed at epoch 1 from" in logs, logs[-3000:]
     (run,) = store.runs("requeue")  # no duplicate run
-    assert run.info.status == "FINISHED" and run.data.tags["dnrt.status_detail"] == "finished"
+    assert run.info.status == "FINISHED" and run.data.tags[DETAIL_TAG] == "finished"
     assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
     _assert_same_as_uninterrupted(store, "requeue")
 
@@ -108,7 +105,7 @@ def test_usr2_requeued_packed_job_skips_its_finished_run_and_resumes_the_other_e
     again: the first run is skipped, the second resumes after step k and ends as if never stopped."""
     common = [a for a in REQUEUED if not a.startswith("trainer.epochs=")]
     k = steps_per_epoch(compose_cfg(REQUEUED)) + 3  # only the 2-epoch run gets that far
-    proc = store.launch_here("-m", *SLURM, "hydra.launcher.runs_per_job=2", *common, "trainer.epochs=1,2",
+    proc = store.launch("-m", *SLURM, "hydra.launcher.runs_per_job=2", *common, "trainer.epochs=1,2",
                              f"trainer.signal_at_step={{step:{k},signal:USR2}}", "tracking.experiment=packed")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

@@ -1,4 +1,4 @@
-"""Activation surgery on timm and torchvision models (README: "Which models are covered")."""
+"""Activation surgery on timm and torchvision models (docs/api.md: the covered model families)."""
 
 import pytest
 import timm

@@ -4,14 +4,16 @@ parent run, and an Optuna search whose trials are MLflow runs."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import FAST, TINY_RESNET, Store
+from dnrt.tracking_schema import DETAIL_TAG, JOB_TAG, KIND_TAG, STARTUP_TAG, SWEEP_KIND, SWEEP_TAG
+from tests.harness.config import FAST, TINY_RESNET
+from tests.harness.hooks import module_fixture
+from tests.harness.store import Store, migrated_store
 
 # Local sweeps and an Optuna search end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -19,17 +21,15 @@ pytestmark = pytest.mark.slow
 TINY = ["trainer.epochs=1", *TINY_RESNET, *FAST, "dataset.fraction=0.1"]
 
 
-@pytest.fixture(scope="module")
+@module_fixture
 def failed_sweep(tmp_path_factory, migrated_db) -> tuple[Store, subprocess.CompletedProcess]:
     """A sweep of two cells packed into one worker process (the parallel launcher with one job);
     optim.lr=1e30 drives the first cell's loss to NaN mid-epoch, and the same process must go on to the
     second. The launchers share the per-cell isolation (:func:`dnrt.launching.entry.run_job`); the SLURM
     case is tests/test_slurm.py's."""
-    root = tmp_path_factory.mktemp("failed-sweep")
-    shutil.copyfile(migrated_db, root / "mlflow.db")
-    store = Store(f"sqlite:///{root / 'mlflow.db'}", root / "checkpoints", root)
+    store = migrated_store(tmp_path_factory.mktemp("failed-sweep"), migrated_db)
     launcher = ["hydra/launcher=parallel", "hydra.launcher.max_jobs=1"]
-    return store, store.launch_here("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
+    return store, store.launch("-m", *launcher, "optim.lr=1e30,1e-3", *TINY, *store.overrides())
 
 
 def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
@@ -41,21 +41,21 @@ def test_a_cell_failing_mid_training_fails_alone(failed_sweep):
     good, bad = runs[1e-3], runs[1e30]
     assert good.info.status == "FINISHED" and "final/val_acc1" in good.data.metrics
     assert bad.info.status == "FAILED"
-    assert bad.data.tags["dnrt.status_detail"].startswith("failed: NonFiniteLoss: training loss became nan")
+    assert bad.data.tags[DETAIL_TAG].startswith("failed: NonFiniteLoss: training loss became nan")
     error = Path(store.client.download_artifacts(bad.info.run_id, "error.txt", str(store.root)))
     assert "Traceback" in error.read_text() and "NonFiniteLoss" in error.read_text()
     assert "sweep summary" in out and "finished: 1" in out and "failed: 1" in out
-    assert good.data.tags["dnrt.startup"] == "warm"  # the process that failed the first cell ran it
-    assert good.data.tags["dnrt.job_id"] == bad.data.tags["dnrt.job_id"]  # one worker ran both
+    assert good.data.tags[STARTUP_TAG] == "warm"  # the process that failed the first cell ran it
+    assert good.data.tags[JOB_TAG] == bad.data.tags[JOB_TAG]  # one worker ran both
 
 
 def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
     store, _ = failed_sweep
     everything = store.runs(children_only=False)
-    (parent,) = [r for r in everything if r.data.tags.get("dnrt.kind") == "sweep"]
+    (parent,) = [r for r in everything if r.data.tags.get(KIND_TAG) == SWEEP_KIND]
     children = [r for r in everything if r is not parent]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
-    assert {r.data.tags["dnrt.sweep_id"] for r in children} == {parent.data.tags["dnrt.sweep_id"]}
+    assert {r.data.tags[SWEEP_TAG] for r in children} == {parent.data.tags[SWEEP_TAG]}
     assert parent.info.status == "FAILED"  # a run of it failed
     summary = json.loads(Path(store.client.download_artifacts(parent.info.run_id, "summary.json",
                                                                str(store.root))).read_text())
@@ -70,7 +70,7 @@ def test_sweep_summary_and_counts_are_on_the_parent_run(failed_sweep):
 
 
 def test_arr_optuna_search_runs_its_trials(store):
-    proc = store.launch_here("hparams_search=arr_optuna", "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
+    proc = store.launch("hparams_search=arr_optuna", "hydra.sweeper.n_trials=2", *TINY, *store.overrides(),
                              f"hydra.sweep.dir={store.root / 'search'}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = store.runs()

@@ -15,8 +15,9 @@ from hydra.utils import instantiate
 from dnrt.config import config_hash
 from dnrt.engine.checkpoint import load_checkpoint
 from dnrt.tracking import TrackingUnreachable
+from dnrt.tracking_schema import ARR_RANKS_TAG, HASH_TAG, JOB_TAG, KIND_TAG, STARTUP_TAG, SWEEP_KIND, THREADS_TAG
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg, without_session_threads
+from tests.harness.config import FAST, ROOT, SMALL, TINY_RESNET, compose_cfg
 
 # Sweeps, DDP and preemption end to end: not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ PARALLEL = ["hydra/launcher=parallel", "trainer.epochs=1", *SMALL]
 
 
 def _finished_by_hash(runs):
-    return {r.data.tags["dnrt.config_hash"] for r in runs if r.info.status == "FINISHED"}
+    return {r.data.tags[HASH_TAG] for r in runs if r.info.status == "FINISHED"}
 
 
 def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
@@ -34,13 +35,13 @@ def test_parallel_sweep_on_a_brand_new_sqlite_store(fresh_store):
     store = fresh_store
     assert not (store.root / "mlflow.db").exists()
     # the launcher in this process, its three workers in their own, all three started together
-    proc = store.launch_here("-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh",
+    proc = store.launch("-m", *PARALLEL, "seed=0,1,2", "tracking.experiment=fresh",
                              env=store.env(DNRT_MAX_PARALLEL="3"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = store.runs("fresh")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert len(_finished_by_hash(runs)) == 3
-    assert len({r.data.tags["dnrt.job_id"] for r in runs}) == 3  # three processes, one run each
+    assert len({r.data.tags[JOB_TAG] for r in runs}) == 3  # three processes, one run each
     default = store.client.get_experiment_by_name("Default")
     assert default is None or store.client.search_runs([default.experiment_id]) == []
 
@@ -49,20 +50,20 @@ def test_four_runs_on_two_workers_log_to_a_real_mlflow_server(store, mlflow_serv
     """Two worker processes write concurrently over HTTP, each dealt a cold run and then a warm one
     round-robin, on the one thread the launcher gives each worker."""
     # with trainer.threads=0 a run's thread count comes from the launcher's setup lines (else the cores)
-    env = without_session_threads(store.env(MLFLOW_TRACKING_URI=mlflow_server.uri, DNRT_MAX_PARALLEL="2"))
-    proc = store.launch_here("-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2", *SMALL,
+    env = store.env(MLFLOW_TRACKING_URI=mlflow_server.uri, DNRT_MAX_PARALLEL="2")
+    proc = store.launch("-m", "hydra/launcher=parallel", "tracking=server", "trainer.epochs=2", *SMALL,
                              "trainer.threads=0", "seed=range(4)", "tracking.experiment=server4", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     from mlflow import MlflowClient
 
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("server4")
-    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("dnrt.kind") != "sweep"]
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(KIND_TAG) != SWEEP_KIND]
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
-    assert sorted(r.data.tags["dnrt.startup"] for r in runs) == ["cold"] * 2 + ["warm"] * 2
-    job = {int(r.data.params["seed"]): r.data.tags["dnrt.job_id"] for r in runs}
+    assert sorted(r.data.tags[STARTUP_TAG] for r in runs) == ["cold"] * 2 + ["warm"] * 2
+    job = {int(r.data.params["seed"]): r.data.tags[JOB_TAG] for r in runs}
     assert job[0] == job[2] != job[1] == job[3]  # two workers, runs dealt round-robin
-    assert {r.data.tags["dnrt.threads"] for r in runs} == {"1"}
+    assert {r.data.tags[THREADS_TAG] for r in runs} == {"1"}
     for run in runs:  # every epoch of every metric arrived exactly once
         for key in ("train/loss", "val/acc1", "lr", "epoch_time_s"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
@@ -77,9 +78,8 @@ def test_unreachable_tracking_server_fails_before_training(store):
 
 
 def test_slurm_preset_without_sbatch_says_to_use_parallel(store):
-    env = {**store.env(), "PATH": os.path.dirname(sys.executable)}  # a PATH with no SLURM on it
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm", "seed=0,1"],
-                          cwd=store.root, env=env, capture_output=True, text=True, timeout=300)
+    env = store.env(PATH=os.path.dirname(sys.executable))  # a PATH with no SLURM on it
+    proc = store.launch("-m", "hydra/launcher=slurm", "seed=0,1", env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "(missing: sbatch, srun)" in proc.stderr and "hydra/launcher=parallel" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -94,7 +94,7 @@ def test_interrupted_sweep_finishes_only_what_is_missing(store):
     its pid, resumes it from its last epoch, and trains the fourth."""
     cells = ["hydra/launcher=local", "trainer.epochs=1,2", "seed=0,1", *SMALL, *store.overrides()]
     k = steps_per_epoch(compose_cfg(SMALL)) + 3  # epoch 2 of the first 2-epoch run
-    first = store.launch("-m", *cells, f"trainer.signal_at_step={{step:{k},signal:KILL}}")
+    first = store.launch("-m", *cells, f"trainer.signal_at_step={{step:{k},signal:KILL}}", own_process=True)
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     before = store.runs()
     assert sorted((r.data.params["trainer.epochs"], r.data.params["seed"], r.info.status) for r in before) == [
@@ -124,7 +124,7 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
                          timeout=900)
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
     (one,), (two,) = store.runs("single"), store.runs("ddp")  # only rank 0 logs: one run
-    assert two.data.tags["dnrt.arr_ranks_identical"] == "true"
+    assert two.data.tags[ARR_RANKS_TAG] == "true"
     # The exact equality of DDP and one process is tests/test_ddp_exact.py's; here the all-reduce's float
     # order drifts the weights by ~1e-3 over two epochs, enough to flip an image on the decision boundary
     # (seen: 39.09 vs 38.18 %, one image of 110). Two flipped images are allowed, a real divergence is not.
@@ -133,9 +133,9 @@ def test_ddp_two_processes_match_one_process_and_share_the_arr_memory(store):
     assert abs(two.data.metrics["final/val_acc1"] - one.data.metrics["final/val_acc1"]) <= two_images + 1e-9
     assert two.data.metrics["train/loss"] == pytest.approx(one.data.metrics["train/loss"], rel=1e-3)
     a = load_checkpoint(checkpoint_path(compose_cfg([*common, *store.overrides("single")]),
-                                        one.data.tags["dnrt.config_hash"]))
+                                        one.data.tags[HASH_TAG]))
     b = load_checkpoint(checkpoint_path(compose_cfg([*common, *store.overrides("ddp")]),
-                                        two.data.tags["dnrt.config_hash"]))
+                                        two.data.tags[HASH_TAG]))
     for key in a["arr"]:  # same global batches in the same order: the same class means, up to the drift
         # that float all-reduce order puts into the weights over two epochs (about 1e-3 in deep taps)
         assert torch.allclose(a["arr"][key].double(), b["arr"][key].double(), rtol=2e-2, atol=1e-2), key
@@ -183,7 +183,8 @@ def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(stor
     cfg = compose_cfg([*common, *store.overrides("cut")])
     steps = steps_per_epoch(cfg)
     stop_at = steps + 5  # SIGTERM to itself right after the 5th step of epoch 2
-    cut = store.launch(*common, "tracking.experiment=cut", f"trainer.signal_at_step={{step:{stop_at},signal:TERM}}")
+    cut = store.launch(*common, "tracking.experiment=cut", f"trainer.signal_at_step={{step:{stop_at},signal:TERM}}",
+                       own_process=True)
     out = cut.stdout + cut.stderr
     assert cut.returncode != 0 and "caught SIGTERM" in out, out[-2000:]
     assert "preempted in epoch 2 after step 5" in out, out[-2000:]

@@ -12,8 +12,21 @@ import torch
 import dnrt.engine.trainer as trainer_module
 from dnrt.config import ConfigError
 from dnrt.engine.checkpoint import load_checkpoint
+from dnrt.tracking_schema import (
+    CHECKPOINT_TAG,
+    DETAIL_TAG,
+    DEVICE_TAG,
+    GIT_TAG,
+    HASH_TAG,
+    JOB_TAG,
+    STARTUP,
+    STARTUP_COLD,
+    STARTUP_TAG,
+    STARTUP_WARM,
+    THREADS_TAG,
+)
 from dnrt.train import checkpoint_path, train
-from tests.conftest import FAST, SMALL, TINY_RESNET, compose_cfg
+from tests.harness.config import FAST, SMALL, TINY_RESNET, compose_cfg
 from tests.test_sweeps import PREEMPTED, train_as_launched, uninterrupted_reference
 
 # Real trainings through train(): not in `make test-fast`.
@@ -22,12 +35,12 @@ pytestmark = pytest.mark.slow
 EPOCH_METRICS = ["train/loss", "train/loss_ce", "train/loss_arr", "train/acc1", "val/loss", "val/acc1", "val/acc5",
                  "lr", "epoch_time_s", "train/throughput_img_s"]
 SCHEMA_PARAMS = ["model.name", "act.name", "regularizer.name", "regularizer.weight", "dataset.name", "seed", "optim.lr"]
-SCHEMA_TAGS = ["dnrt.config_hash", "dnrt.git_sha", "dnrt.status_detail"]
+SCHEMA_TAGS = [HASH_TAG, GIT_TAG, DETAIL_TAG]
 
 
 def assert_run_schema(client, run, model: str, act: str, reg: str) -> None:
     """``run``, a FINISHED one-epoch run of ``model``/``act``/``reg`` on digits, carries the MLflow schema
-    (README, "Reading results"): its name, params, tags, every per-epoch metric once, final and best
+    (docs/analysis.md): its name, params, tags, every per-epoch metric once, final and best
     top-1 equal to the logged epoch's, the ARR loss where ARR is on, and its config."""
     seed = run.data.params["seed"]
     assert run.info.status == "FINISHED" and run.info.run_name == f"{model}-{act}-{reg}-digits-s{seed}"
@@ -37,7 +50,7 @@ def assert_run_schema(client, run, model: str, act: str, reg: str) -> None:
         model, act, reg)
     for key in SCHEMA_TAGS:
         assert run.data.tags.get(key)
-    assert run.data.tags["dnrt.device"] == "cpu" and int(run.data.tags["dnrt.threads"]) >= 1
+    assert run.data.tags[DEVICE_TAG] == "cpu" and int(run.data.tags[THREADS_TAG]) >= 1
     for key in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1], key
     (val,) = client.get_metric_history(run.info.run_id, "val/acc1")
@@ -110,7 +123,7 @@ def test_eval_only_reports_the_last_epoch_and_arr_loss(store, capsys):
     cfg = compose_cfg(["act=raa", "regularizer=arr", "trainer.epochs=2", *SMALL, *store.overrides()])
     train(cfg)
     (run,) = store.runs()
-    ckpt = checkpoint_path(cfg, run.data.tags["dnrt.config_hash"])
+    ckpt = checkpoint_path(cfg, run.data.tags[HASH_TAG])
     capsys.readouterr()
     out = train(compose_cfg([f"trainer.eval_only={ckpt}", *store.overrides()]))
     assert out.val_acc1 == pytest.approx(run.data.metrics["val/acc1"], abs=1e-9)
@@ -126,7 +139,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_everything(store):
     cfg = compose_cfg(["regularizer=arr", "trainer.epochs=1", *SMALL, *store.overrides()])
     outcome = train(cfg)
     (run,) = store.runs()
-    ckpt = load_checkpoint(run.data.tags["dnrt.checkpoint"])  # torch.load(weights_only=True)
+    ckpt = load_checkpoint(run.data.tags[CHECKPOINT_TAG])  # torch.load(weights_only=True)
     for key in ("model", "optimizer", "scheduler", "scaler", "arr", "epoch", "rng", "run_id"):
         assert key in ckpt
     assert ckpt["run_id"] == outcome.run_id and ckpt["epoch"] == 1
@@ -147,9 +160,9 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(store, monkey
         train(cfg)
     (run,) = store.runs()
     assert run.info.status == "FAILED"
-    assert "NonFiniteLoss" in run.data.tags["dnrt.status_detail"]
+    assert "NonFiniteLoss" in run.data.tags[DETAIL_TAG]
     assert "error.txt" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
-    ckpt = load_checkpoint(run.data.tags["dnrt.checkpoint"])
+    ckpt = load_checkpoint(run.data.tags[CHECKPOINT_TAG])
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
 
@@ -224,11 +237,11 @@ def test_the_job_comes_as_an_argument_and_the_entry_point_reads_it_from_the_sche
     started = time.time() - 100.0
     train(compose_cfg([*base, "seed=1"]), job=Job("4242_7", started=started, warm=True))
     train(compose_cfg([*base, "seed=2"]))
-    proc = store.launch_here(*base, "seed=3", env=store.env(SLURM_JOB_ID="888"))
+    proc = store.launch(*base, "seed=3", env=store.env(SLURM_JOB_ID="888"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = {int(r.data.params["seed"]): r for r in store.runs()}
-    tags = {seed: (r.data.tags["dnrt.job_id"], r.data.tags["dnrt.startup"]) for seed, r in runs.items()}
-    assert tags[1] == ("4242_7", "warm")
-    assert tags[2] == (f"{socket.gethostname()}:{os.getpid()}", "cold")  # not $SLURM_JOB_ID
+    tags = {seed: (r.data.tags[JOB_TAG], r.data.tags[STARTUP_TAG]) for seed, r in runs.items()}
+    assert tags[1] == ("4242_7", STARTUP_WARM)
+    assert tags[2] == (f"{socket.gethostname()}:{os.getpid()}", STARTUP_COLD)  # not $SLURM_JOB_ID
     assert tags[3][0] == "888"
-    assert runs[1].data.metrics["startup_s"] >= 100.0  # measured from the job's clock, not the process's
+    assert runs[1].data.metrics[STARTUP] >= 100.0  # measured from the job's clock, not the process's

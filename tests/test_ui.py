@@ -13,20 +13,31 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from tests.services import unavailable
-from tests.services.mlflow_server import MlflowService, start_mlflow_ui
-from tests.sweep_store import SweepStore, sweep_store_fixture  # noqa: F401  (session fixture)
+from dnrt.tracking_schema import (
+    ACT_TAG,
+    HASH_TAG,
+    KIND_TAG,
+    MODEL_TAG,
+    REGULARIZER_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    tag_filter,
+)
+from tests.harness.hooks import module_fixture
+from tests.harness.services import unavailable
+from tests.harness.services.mlflow_server import MlflowService, start_mlflow_ui
+from tests.harness.store import Store
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1800")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMPARED_PARAMS = ("model.name", "act.name", "regularizer.name", "dataset.name", "seed", "optim.lr")
-COMPARED_TAGS = ("dnrt.model", "dnrt.act", "dnrt.regularizer", "dnrt.config_hash", "mlflow.parentRunId")
+COMPARED_TAGS = (MODEL_TAG, ACT_TAG, REGULARIZER_TAG, HASH_TAG, "mlflow.parentRunId")
 
 
-@pytest.fixture(scope="module")
-def ui(sweep_store: SweepStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowService]:
+@module_fixture
+def ui(sweep_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowService]:
     with start_mlflow_ui(sweep_store.uri, timeout=240, log_dir=tmp_path_factory.mktemp("mlflow-ui")) as service:
         yield service
 
@@ -44,15 +55,15 @@ def _as_dict(entries: list[dict]) -> dict[str, object]:
     return {e["key"]: e["value"] for e in entries}
 
 
-def test_rest_api_lists_the_sweep(ui: MlflowService, sweep_store: SweepStore) -> None:
+def test_rest_api_lists_the_sweep(ui: MlflowService, sweep_store: Store) -> None:
     exp = api(ui, "experiments/get-by-name", query={"experiment_name": sweep_store.experiment})["experiment"]
     assert exp["experiment_id"] == sweep_store.experiment_id
     found = api(ui, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000,
-                                    "filter": f"tags.`dnrt.sweep_id` = '{sweep_store.sweep_id}'"})["runs"]
+                                    "filter": tag_filter(SWEEP_TAG, sweep_store.sweep.sweep_id)})["runs"]
     served = {r["info"]["run_name"]: r for r in found}
-    parent = served.pop(f"sweep-{sweep_store.sweep_id}")
-    assert _as_dict(parent["data"]["tags"])["dnrt.kind"] == "sweep"
-    truth = {r.info.run_name: r for r in sweep_store.child_runs()}
+    parent = served.pop(f"sweep-{sweep_store.sweep.sweep_id}")
+    assert _as_dict(parent["data"]["tags"])[KIND_TAG] == SWEEP_KIND
+    truth = {r.info.run_name: r for r in sweep_store.runs(status="FINISHED")}
     assert set(served) == set(truth) and len(truth) == 16
     for name, run in served.items():
         want = truth[name]
@@ -106,14 +117,14 @@ def _page_text(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
-def test_experiment_page_shows_every_run(ui: MlflowService, sweep_store: SweepStore, chrome, tmp_path: Path
+def test_experiment_page_shows_every_run(ui: MlflowService, sweep_store: Store, chrome, tmp_path: Path
                                          ) -> None:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    names = sorted(r.info.run_name for r in sweep_store.child_runs())
-    parent_name = f"sweep-{sweep_store.sweep_id}"
+    names = sorted(r.info.run_name for r in sweep_store.runs(status="FINISHED"))
+    parent_name = f"sweep-{sweep_store.sweep.sweep_id}"
     # The experiment's runs view: MLflow 3 opens a bare /#/experiments/<id> on its GenAI overview instead.
     chrome.get(f"{ui.uri}/#/experiments/{sweep_store.experiment_id}/runs")
     wait = WebDriverWait(chrome, 180, poll_frequency=1.0)
@@ -122,7 +133,7 @@ def test_experiment_page_shows_every_run(ui: MlflowService, sweep_store: SweepSt
     except TimeoutException:
         pytest.fail(f"{parent_name} never rendered; page text:\n{_page_text(chrome)[:2000]}")
     # The sweep's children are nested under its (collapsed) parent row: expand it as a user would.
-    row = f"[role='row'][row-id='{sweep_store.parent_run_id}']"
+    row = f"[role='row'][row-id='{sweep_store.sweep.parent_run_id}']"
     expanders = [b for sel in (f"{row} button[data-component-id*='runnamecellrenderer']", f"{row} button")
                  for b in chrome.find_elements(By.CSS_SELECTOR, sel) if b.is_displayed()]
     assert expanders, "no expand button on the sweep's parent row"

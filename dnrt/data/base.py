@@ -10,7 +10,7 @@ import torch
 
 from .loader import DeviceLoader, EpochLoader
 from .pil import ArraySource, PILLoader, SeededDataset
-from .sampling import derive_seed, stratified_subset
+from .sampling import check_drop_last, derive_seed, stratified_subset
 from .transforms import array_transform, check_augment, check_crop_pct, check_interpolation
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ class ArrayData:
     The authors' data recipe, each key defaulting to the behaviour from before it existed:
     ``crop_pct`` (evaluation resize to floor(S / crop_pct) + center crop; None: the full image),
     ``train_interpolation`` (bicubic when None; bilinear; random), ``normalization`` (``standard``
-    or ``paper``: the authors' constants where they differ, CIFAR-10's std) and ``drop_last``
-    (False keeps the last partial training batch).
+    or ``paper``: the authors' constants where they differ, CIFAR-10's std), ``drop_last``
+    (False keeps the last partial training batch; ``odd`` is the authors' rule) and
+    ``eval_interpolation`` (the evaluation resize: bilinear, the only one of the array path, or None).
     """
 
     name: str
@@ -89,7 +90,8 @@ class ArrayData:
 
     def __init__(self, *, name: str, img_size: int | None, fraction: float, augment: str,
                  device_resident: bool, crop_pct: float | None = None, train_interpolation: str | None = None,
-                 normalization: str = "standard", drop_last: bool = True):
+                 normalization: str = "standard", drop_last: bool | str = True,
+                 eval_interpolation: str | None = None):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.name = str(name)
@@ -100,7 +102,11 @@ class ArrayData:
         self.crop_pct = check_crop_pct(crop_pct)
         self.train_interpolation = None if train_interpolation is None else check_interpolation(train_interpolation)
         self.normalization = check_normalization(normalization)
-        self.drop_last = bool(drop_last)
+        self.drop_last = check_drop_last(drop_last)
+        if eval_interpolation not in (None, "bilinear"):
+            raise ValueError(f"dataset.eval_interpolation of in-memory images must be bilinear or null, "
+                             f"got {eval_interpolation!r}")
+        self.eval_interpolation = eval_interpolation
 
     def splits(self, seed: int) -> tuple[Split, Split]:
         """(train, val) before ``fraction`` subsampling; may depend on the run seed (e.g. digits)."""

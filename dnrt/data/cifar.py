@@ -154,7 +154,7 @@ class CifarData(ArrayData):
                  img_size: int = 32, fraction: float = 1.0, augment: str = "standard",
                  device_resident: bool = True, variant: str | None = None, crop_pct: float | None = None,
                  train_interpolation: str | None = None, normalization: str = "standard",
-                 drop_last: bool = True):
+                 drop_last: bool | str = True, eval_interpolation: str | None = None):
         variant = variant or name
         if variant not in LAYOUTS:
             raise ValueError(f"CIFAR variant must be one of {sorted(LAYOUTS)}, got {variant!r} "
@@ -166,7 +166,7 @@ class CifarData(ArrayData):
         super().__init__(name=name, img_size=img_size, fraction=fraction, augment=augment,
                          device_resident=device_resident, crop_pct=crop_pct,
                          train_interpolation=train_interpolation, normalization=normalization,
-                         drop_last=drop_last)
+                         drop_last=drop_last, eval_interpolation=eval_interpolation)
         self.root = Path(root)
         self.download = bool(download)
         self._class_names: list[str] | None = None

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tracking_schema import TEST_AUC_AT_MIN_VAL_LOSS, VAL_AUC
 from .base import DataFileError, DatasetNotFoundError, file_key
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,11 @@ def split_index(arr: np.ndarray, num_nodes: int) -> torch.Tensor:
     return t.long().flatten()
 
 
+# The metric a run is judged by: the last epoch's validation AUC, or the test AUC at the epoch of
+# lowest validation loss (the only epoch selection in the DGraphFin baselines' code).
+HEADLINES = (VAL_AUC, TEST_AUC_AT_MIN_VAL_LOSS)
+
+
 class DGraphFinData:
     """DGraphFin from ``<root>/dgraphfin.npz`` (see the module docstring for the layout).
 
@@ -109,7 +115,10 @@ class DGraphFinData:
     task = "node"  # node classification: built by dnrt.graph, not by the image path
 
     def __init__(self, name: str = "dgraphfin", root: str = "data/dgraphfin", standardize: bool = True,
-                 undirected: bool = True):
+                 undirected: bool = True, headline: str = VAL_AUC):
+        if headline not in HEADLINES:
+            raise ValueError(f"dataset.headline must be one of {HEADLINES}, got {headline!r}")
+        self.headline = headline
         self.name = str(name)
         self.root = Path(root)
         self.standardize = bool(standardize)

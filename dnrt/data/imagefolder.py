@@ -17,7 +17,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from .base import DataFileError, DatasetNotFoundError, check_normalization, file_key
 from .loader import EpochLoader
 from .pil import FileSource, PILLoader, SeededDataset
-from .sampling import derive_seed, stratified_subset
+from .sampling import check_drop_last, derive_seed, stratified_subset
 from .transforms import check_augment, check_interpolation, folder_transform
 
 
@@ -50,6 +50,7 @@ class ImageFolderData:
     img_size / crop_pct, center crop img_size. Normalisation: ImageNet mean/std (also the authors',
     so ``normalization='paper'`` is the same). ``train_interpolation`` (None: ``interpolation``)
     and ``drop_last`` as for the in-memory data sets (:class:`dnrt.data.base.ArrayData`).
+    ``eval_interpolation``: the evaluation resize (None: ``interpolation``; the authors' is bilinear).
     """
 
     in_chans = 3
@@ -59,7 +60,8 @@ class ImageFolderData:
     def __init__(self, name: str = "imagefolder", root: str = "data/imagefolder", img_size: int = 224,
                  fraction: float = 1.0, augment: str = "standard", crop_pct: float = 0.875,
                  interpolation: str = "bicubic", train_dir: str = "train", val_dir: str = "val",
-                 train_interpolation: str | None = None, normalization: str = "standard", drop_last: bool = True):
+                 train_interpolation: str | None = None, normalization: str = "standard",
+                 drop_last: bool | str = True, eval_interpolation: str | None = None):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.name = str(name)
@@ -71,7 +73,11 @@ class ImageFolderData:
         self.interpolation = str(interpolation)
         self.train_interpolation = None if train_interpolation is None else check_interpolation(train_interpolation)
         self.normalization = check_normalization(normalization)
-        self.drop_last = bool(drop_last)
+        self.drop_last = check_drop_last(drop_last)
+        if eval_interpolation not in (None, "bilinear", "bicubic"):
+            raise ValueError(f"dataset.eval_interpolation must be bilinear, bicubic or null, "
+                             f"got {eval_interpolation!r}")
+        self.eval_interpolation = eval_interpolation
         self.train_dir, self.val_dir = train_dir, val_dir
         self._samples: tuple[list[tuple[str, int]], list[tuple[str, int]]] | None = None
         self._classes: list[str] | None = None
@@ -128,7 +134,8 @@ class ImageFolderData:
         transform = folder_transform(self.augment if train else "none", train=train, size=self.img_size,
                                      mean=self.mean, std=self.std, crop_pct=self.crop_pct,
                                      interpolation=self.interpolation,
-                                     train_interpolation=self.train_interpolation)
+                                     train_interpolation=self.train_interpolation,
+                                     eval_interpolation=self.eval_interpolation)
         return SeededDataset(FileSource(paths), labels[keep], transform)
 
     def loaders(self, batch_size: int, seed: int, device: torch.device | str, rank: int = 0,

@@ -14,18 +14,19 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .augment import DEVICE_AUGMENTS, device_transform
-from .sampling import device_generator, epoch_order, num_batches
+from .sampling import device_generator, drops_last, epoch_order, num_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class EpochLoader:
     """Order bookkeeping shared by both paths. Train: shuffled, DDP-sharded, drop_last (when there is
-    more than one batch; ``drop_last=False`` keeps the last partial batch, as the authors' loader).
+    more than one batch; ``drop_last=False`` keeps the last partial batch; ``"odd"``, the authors'
+    loader, drops it when the split size or this rank's batch is odd).
     Validation: identity order, whole split on every rank, no drop."""
 
     def __init__(self, num_samples: int, *, batch_size: int, seed: int, train: bool, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True):
+                 world_size: int = 1, drop_last: bool | str = True):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if batch_size < 1:
@@ -34,7 +35,7 @@ class EpochLoader:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.train = bool(train)
-        self.drop_last = bool(drop_last) and self.train
+        self.drop_last = drops_last(drop_last, self.num_samples, self.batch_size) and self.train
         self.rank = int(rank) if train else 0
         self.world_size = int(world_size) if train else 1
         self.epoch = 0
@@ -73,7 +74,8 @@ class DeviceLoader(EpochLoader):
         crop_pct: validation only: None keeps the full image; a value resizes to
             floor(S / crop_pct) (bilinear) and center-crops S, as the PIL path.
         train_interpolation: ``paper_lite``'s resized crop: bicubic (None), bilinear or random.
-        drop_last: train only; False keeps the last partial batch (ceil(N / B) steps).
+        drop_last: train only; False keeps the last partial batch (ceil(N / B) steps); ``"odd"``
+            drops it only when N or B is odd (the authors' rule).
 
     No worker processes: indexing, crops, flips and normalisation are a handful of batched kernels,
     and their randomness comes from a generator on ``device`` seeded by (seed, epoch, rank).
@@ -83,7 +85,7 @@ class DeviceLoader(EpochLoader):
                  device: torch.device | str, mean: Sequence[float], std: Sequence[float], seed: int,
                  train: bool, augment: str = "none", img_size: int | None = None, rank: int = 0,
                  world_size: int = 1, crop_pct: float | None = None, train_interpolation: str | None = None,
-                 drop_last: bool = True):
+                 drop_last: bool | str = True):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if labels.shape != images.shape[:1]:

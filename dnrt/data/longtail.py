@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .base import Split
@@ -26,9 +27,27 @@ def long_tail_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
     return [max(1, math.floor(n_max * ratio ** (-k / (num_classes - 1)) + 1e-9)) for k in range(num_classes)]
 
 
-def long_tail_indices(labels: torch.Tensor, counts: list[int], seed: int) -> torch.Tensor:
-    """Sorted indices taking ``counts[k]`` random samples of class k (fixed by ``seed``)."""
+SELECTIONS = ("seed", "ldam")
+
+
+def long_tail_indices(labels: torch.Tensor, counts: list[int], seed: int, selection: str = "seed") -> torch.Tensor:
+    """Sorted indices taking ``counts[k]`` random samples of class k (fixed by ``seed``).
+
+    ``selection='ldam'``: the long-tail literature's subset (Cao et al.'s LDAM-DRW code, which later
+    papers reuse): numpy's legacy generator seeded with ``seed``, then, class by class, a shuffle of
+    the class's indices and its first ``counts[k]``."""
     labels = labels.cpu()
+    if selection not in SELECTIONS:
+        raise ValueError(f"dataset.selection must be one of {SELECTIONS}, got {selection!r}")
+    if selection == "ldam":
+        rng, targets, keep_np = np.random.RandomState(seed), labels.numpy(), []
+        for k, n_k in enumerate(counts):
+            idx = np.where(targets == k)[0]
+            if idx.size < n_k:
+                raise ValueError(f"class {k} has {idx.size} samples, fewer than the {n_k} requested")
+            rng.shuffle(idx)
+            keep_np.append(idx[:n_k])
+        return torch.sort(torch.from_numpy(np.concatenate(keep_np)).long()).values
     gen = cpu_generator(seed, "long_tail")
     keep = []
     for k, n_k in enumerate(counts):
@@ -43,11 +62,12 @@ class CifarLongTailData(CifarData):
     """CIFAR-10-LT (or CIFAR-100-LT with ``variant='cifar100'``): the train split cut to
     :func:`long_tail_counts` with n_max = the smallest class of the stored train split (5000 for
     real CIFAR-10); the test split stays balanced. ``subset_seed`` fixes which images are kept;
-    None uses the run seed. The paper's ratios are 10, 50 and 100.
+    None uses the run seed (``selection='seed'``) or 0 (``selection='ldam'``, the subset every
+    CIFAR-10-LT paper trains on: see :func:`long_tail_indices`). The paper's ratios are 10, 50 and 100.
     """
 
     def __init__(self, name: str = "cifar10_lt", root: str = "data/cifar10", imbalance_ratio: float = 100,
-                 subset_seed: int | None = None, download: bool = False, img_size: int = 32,
+                 subset_seed: int | None = None, selection: str = "seed", download: bool = False, img_size: int = 32,
                  fraction: float = 1.0, augment: str = "standard", device_resident: bool = True,
                  variant: str = "cifar10", **recipe):
         if imbalance_ratio < 1:
@@ -56,6 +76,9 @@ class CifarLongTailData(CifarData):
                          augment=augment, device_resident=device_resident, variant=variant, **recipe)
         self.imbalance_ratio = float(imbalance_ratio)
         self.subset_seed = subset_seed
+        if selection not in SELECTIONS:
+            raise ValueError(f"dataset.selection must be one of {SELECTIONS}, got {selection!r}")
+        self.selection = selection
 
     def class_counts(self) -> list[int]:
         """Train images per class after the long-tail cut (before ``fraction``)."""
@@ -65,5 +88,6 @@ class CifarLongTailData(CifarData):
 
     def splits(self, seed: int) -> tuple[Split, Split]:
         train, test = self.base_splits()
-        pick_seed = seed if self.subset_seed is None else int(self.subset_seed)
-        return train.subset(long_tail_indices(train.labels, self.class_counts(), pick_seed)), test
+        default = 0 if self.selection == "ldam" else seed
+        pick_seed = default if self.subset_seed is None else int(self.subset_seed)
+        return train.subset(long_tail_indices(train.labels, self.class_counts(), pick_seed, self.selection)), test

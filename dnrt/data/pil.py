@@ -123,7 +123,7 @@ class PILLoader(EpochLoader):
     """DataLoader over a :class:`SeededDataset`; batches are moved to ``device`` (pinned on CUDA)."""
 
     def __init__(self, dataset: SeededDataset, *, batch_size: int, device: torch.device | str, seed: int,
-                 train: bool, rank: int = 0, world_size: int = 1, workers: int = 0, drop_last: bool = True):
+                 train: bool, rank: int = 0, world_size: int = 1, workers: int = 0, drop_last: bool | str = True):
         super().__init__(len(dataset), batch_size=batch_size, seed=seed, train=train, rank=rank,
                          world_size=world_size, drop_last=drop_last)
         self.dataset = dataset

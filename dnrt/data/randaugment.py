@@ -4,8 +4,8 @@ With ``inc1`` timm maps a magnitude m to ``4 - int(m / 10 * 4)`` kept bits (Post
 and the ``mstd0.5`` noise around m=9, clipped to 10, reaches 10 for about 2% of draws: 0 bits.
 Pillow up to 12 posterized to 0 bits as an all-black image (its mask ``~(2**8 - 1)`` clears every
 bit); Pillow 13 raises ``ValueError: bits must be between or equal to 1 and 8`` instead, which
-kills a CIFAR epoch of the paper recipe almost surely. :func:`posterize` restores the old result
-for every Pillow version, and :func:`use_black_posterize` points the posterize ops of a built
+kills a CIFAR epoch of the paper recipe almost surely. :func:`posterize` gives Pillow 12's black image
+on every Pillow version, and :func:`use_black_posterize` points the posterize ops of a built
 timm transform at it (the transform's own ops only: timm's module tables are left alone).
 """
 
@@ -27,7 +27,7 @@ def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     if bits >= 8:
         return img
     if bits <= 0:
-        return Image.new(img.mode, img.size)  # every channel 0, as the old all-zero mask gave
+        return Image.new(img.mode, img.size)  # every channel 0, as Pillow 12's all-zero mask gave
     return ImageOps.posterize(img, bits)
 
 

@@ -59,6 +59,22 @@ def epoch_order(num_samples: int, *, seed: int, epoch: int, shuffle: bool, rank:
     return torch.cat([blocks, tail[: per_rank * world_size].view(world_size, per_rank)[rank]])
 
 
+def check_drop_last(drop_last: bool | str) -> bool | str:
+    """``dataset.drop_last``: true, false, or ``odd`` (the authors' loader: drop the last partial
+    batch only when the train set size or the batch is odd)."""
+    if not (isinstance(drop_last, bool) or drop_last == "odd"):
+        raise ValueError(f"dataset.drop_last must be true, false or odd, got {drop_last!r}")
+    return drop_last
+
+
+def drops_last(drop_last: bool | str, num_samples: int, batch_size: int) -> bool:
+    """Whether a train loader of ``num_samples`` and ``batch_size`` drops its last partial batch;
+    ``odd``: when either number is odd."""
+    if check_drop_last(drop_last) == "odd":
+        return bool(num_samples % 2 or batch_size % 2)
+    return bool(drop_last)
+
+
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
     """Batches per epoch; ``drop_last`` only applies when there is more than one batch's worth."""
     if batch_size < 1:

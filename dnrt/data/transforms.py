@@ -106,16 +106,18 @@ def array_transform(augment: str, *, train: bool, native_size: int, size: int, m
 
 def folder_transform(augment: str, *, train: bool, size: int, mean: Sequence[float], std: Sequence[float],
                      crop_pct: float = 0.875, interpolation: str = "bicubic",
-                     train_interpolation: str | None = None) -> Transform:
+                     train_interpolation: str | None = None, eval_interpolation: str | None = None) -> Transform:
     """Transform for full-size photos (ImageFolder): train RandomResizedCrop + flip (+ recipe) with
     ``train_interpolation`` (None: ``interpolation``), evaluation (and ``augment='none'``) resize to
-    size/crop_pct then center crop with ``interpolation`` (bilinear where that is ``random``);
+    size/crop_pct then center crop with ``eval_interpolation`` (None: ``interpolation``, bilinear
+    where that is ``random``);
     ``flip`` is the evaluation transform with a horizontal flip (p=0.5) on the normalised tensor."""
     check_augment(augment)
     if train and augment not in ("none", "flip"):
         interp = check_interpolation(train_interpolation or interpolation)
         return _timm_train(augment, size, mean, std, interp, color_jitter=None)
+    resize = eval_interpolation or ("bilinear" if interpolation == "random" else interpolation)
     evaluation = create_transform(size, is_training=False, crop_pct=crop_pct, mean=tuple(mean), std=tuple(std),
-                                  interpolation="bilinear" if interpolation == "random" else interpolation)
+                                  interpolation=resize)
     # A per-channel normalisation commutes with a mirror, so flipping the tensor is flipping the photo.
     return T.Compose([evaluation, T.RandomHorizontalFlip()]) if train and augment == "flip" else evaluation

@@ -2,8 +2,8 @@
 
 With glibc's defaults a CPU training step maps fresh pages for many of its multi-MiB tensors
 (activations, ARR buffers) and returns them when they are freed, so the next step faults every
-page in again. On this project's 2-core VM that made the vectorised ARR memory update 2-3x slower
-in some processes than in others, depending on which allocations happened first. Raising the
+page in again. That can make the vectorised ARR memory update several times slower in some
+processes than in others, depending on which allocations happened first. Raising the
 mmap and trim thresholds keeps those pages in the heap for reuse: the CPU counterpart of CUDA's
 caching allocator. ``DNRT_MALLOC_KEEP=0`` leaves the defaults alone.
 """

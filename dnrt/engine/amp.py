@@ -30,7 +30,7 @@ def amp_dtype(setting, device: torch.device) -> torch.dtype | None:
         _check_autocast(setting, device, dtype)
     if dtype is torch.float16 and device.type == "cpu":
         warnings.warn("trainer.amp=fp16 on the CPU: float16 autocast runs, but much slower than float32 "
-                      "(about 25x on this project's CPU); trainer.amp=false for CPU runs", stacklevel=2)
+                      "(docs/measurements.md); trainer.amp=false for CPU runs", stacklevel=2)
     return dtype
 
 

@@ -15,6 +15,20 @@ from torch import nn
 from tqdm import tqdm
 
 from ..nn import ARR
+from ..tracking_schema import (
+    EPOCH_TIME,
+    LR,
+    TRAIN_ACC1,
+    TRAIN_DATA_TIME_FRAC,
+    TRAIN_LOSS,
+    TRAIN_LOSS_ARR,
+    TRAIN_LOSS_CE,
+    TRAIN_THROUGHPUT,
+    VAL_ACC1,
+    VAL_ACC5,
+    VAL_LOSS,
+    VAL_LOSS_ARR,
+)
 from .amp import autocast
 from .faults import SignalAt, after_step
 
@@ -44,6 +58,20 @@ class StepConfig:
     refresh: int = 10
     finite_every: int = 20  # steps between host reads of the non-finite-loss flag (one sync each)
     signal_at: SignalAt | None = None  # trainer.signal_at_step (tests: preempt at an exact step)
+    # timm's Mixup (trainer.mixup_alpha / cutmix_alpha > 0): (x, y) -> (mixed x, soft targets [B, K]);
+    # the loss is then the soft-target cross entropy and ARR keeps the images' own labels.
+    mixup: Callable | None = None
+
+
+def make_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, num_classes: int):
+    """timm's batch Mixup/CutMix (switch probability 0.5, applied to every batch) with label
+    smoothing folded into its soft targets; None when both alphas are 0."""
+    if not (mixup_alpha > 0 or cutmix_alpha > 0):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch",
+                 label_smoothing=label_smoothing, num_classes=num_classes)
 
 
 def _sync(device: torch.device) -> None:
@@ -89,9 +117,15 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             bar.close()
             raise Interrupted(i, sums.cpu(), data_time, prior + time.perf_counter() - start)
         data_time += time.perf_counter() - t_fetch
+        soft = None
+        if step_cfg.mixup is not None:
+            x, soft = step_cfg.mixup(x, y)
         with autocast(device, step_cfg.amp_dtype):
             logits = model(x)
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=step_cfg.label_smoothing)
+            if soft is None:
+                ce = F.cross_entropy(logits.float(), y, label_smoothing=step_cfg.label_smoothing)
+            else:
+                ce = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
             reg = arr(y) if arr is not None else ce.new_zeros(())
             loss = ce + step_cfg.arr_weight * reg
         optimizer.zero_grad(set_to_none=True)
@@ -124,10 +158,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch + 1}")
     seen = max(seen, 1.0)
     return {
-        "train/loss": loss_sum / seen, "train/loss_ce": ce_sum / seen, "train/loss_arr": arr_sum / seen,
-        "train/acc1": 100.0 * correct / seen, "lr": optimizer.param_groups[0]["lr"],
-        "epoch_time_s": elapsed, "train/throughput_img_s": seen / max(elapsed, 1e-9),
-        "train/data_time_frac": data_time / max(elapsed, 1e-9),
+        TRAIN_LOSS: loss_sum / seen, TRAIN_LOSS_CE: ce_sum / seen, TRAIN_LOSS_ARR: arr_sum / seen,
+        TRAIN_ACC1: 100.0 * correct / seen, LR: optimizer.param_groups[0]["lr"],
+        EPOCH_TIME: elapsed, TRAIN_THROUGHPUT: seen / max(elapsed, 1e-9),
+        TRAIN_DATA_TIME_FRAC: data_time / max(elapsed, 1e-9),
     }
 
 
@@ -176,7 +210,7 @@ def evaluate(model: nn.Module, loader, arr: ARR | None, device: torch.device,
                              (top == y[:, None]).any(1).sum(), reg * n, torch.tensor(n, device=device)]).double()
     ce, c1, c5, reg_sum, seen = sums.tolist()
     seen = max(seen, 1.0)
-    out = {"val/loss": ce / seen, "val/acc1": 100.0 * c1 / seen, "val/acc5": 100.0 * c5 / seen}
+    out = {VAL_LOSS: ce / seen, VAL_ACC1: 100.0 * c1 / seen, VAL_ACC5: 100.0 * c5 / seen}
     if arr is not None:
-        out["val/loss_arr"] = reg_sum / seen
+        out[VAL_LOSS_ARR] = reg_sum / seen
     return out

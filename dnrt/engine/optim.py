@@ -28,3 +28,13 @@ def create_optimizer(model_or_params: Any, lr: float, base_lr: float | None = No
     if weight_decay_all and isinstance(model_or_params, nn.Module):
         model_or_params = [p for p in model_or_params.parameters() if p.requires_grad]
     return timm.optim.create_optimizer_v2(model_or_params, lr=lr, **kwargs)
+
+
+def scale_lr_per_device(optimizer: torch.optim.Optimizer, lr_scale: str, world_size: int) -> None:
+    """``trainer.lr_scale='device'``: the configured rate is for one device's batch, as the authors'
+    toolkit scales it, so over ``world_size`` processes each group's rate is divided by ``world_size``
+    (``optim.lr`` was resolved from the global ``trainer.batch_size``). Call before the scheduler
+    reads the groups' initial rates."""
+    if lr_scale == "device" and world_size > 1:
+        for group in optimizer.param_groups:
+            group["lr"] /= world_size

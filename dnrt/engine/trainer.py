@@ -13,12 +13,30 @@ import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..tracking import HEADLINE_TAG, RunTracker
+from ..tracking import RunTracker
+from ..tracking_schema import (
+    ARR_RANKS_TAG,
+    BEST_VAL_ACC1,
+    DEVICE_TAG,
+    FINAL_VAL_ACC1,
+    HEADLINE_TAG,
+    STARTUP,
+    STARTUP_COLD,
+    STARTUP_TAG,
+    STARTUP_WARM,
+    THREADS_TAG,
+    TRAIN_ACC1,
+    TRAIN_LOSS,
+    TRAIN_THROUGHPUT,
+    VAL_ACC1,
+    best_metric,
+    final_metric,
+)
 from ..types import Components, Job
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo
 from .faults import parse_signal_at
-from .loops import Interrupted, StepConfig, evaluate, train_one_epoch
+from .loops import Interrupted, StepConfig, evaluate, make_mixup, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +79,9 @@ class Trainer:
             arr_weight=float(cfg.regularizer.weight) if parts.arr is not None else 0.0,
             label_smoothing=float(settings.label_smoothing), grad_clip=settings.grad_clip, amp_dtype=parts.amp_dtype,
             progress=bool(settings.progress) and dist_info.is_main,
-            signal_at=parse_signal_at(settings.get("signal_at_step")))
+            signal_at=parse_signal_at(settings.get("signal_at_step")),
+            mixup=make_mixup(float(settings.get("mixup_alpha", 0.0)), float(settings.get("cutmix_alpha", 0.0)),
+                             float(settings.label_smoothing), getattr(parts.data, "num_classes", 0)))
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -115,11 +135,11 @@ class Trainer:
         first_epoch = self.state.epoch
         # the fixed cost of a sweep job: (interpreter start, imports,) config, data, model, run creation
         started = job.started if job is not None and job.started is not None else psutil.Process().create_time()
-        tracker.log_metrics({"startup_s": time.time() - started}, step=first_epoch)
+        tracker.log_metrics({STARTUP: time.time() - started}, step=first_epoch)
         # where it ran: a CPU run's speed depends on its thread count as much as on its device
         warm = job is not None and job.warm
-        tracker.set_tags({"dnrt.startup": "warm" if warm else "cold", HEADLINE_TAG: parts.headline,
-                          "dnrt.device": str(parts.device), "dnrt.threads": str(torch.get_num_threads())})
+        tracker.set_tags({STARTUP_TAG: STARTUP_WARM if warm else STARTUP_COLD, HEADLINE_TAG: parts.headline,
+                          DEVICE_TAG: str(parts.device), THREADS_TAG: str(torch.get_num_threads())})
         for epoch in range(self.state.epoch, cfg.trainer.epochs):
             if stop_after is not None and epoch - first_epoch >= stop_after:
                 raise StopRequested(f"stopped after epoch {epoch} (trainer.stop_after={stop_after})", epoch)
@@ -140,8 +160,10 @@ class Trainer:
             self.state.partial = None
             val_m = self.evaluate()
             metrics = {**train_m, **val_m}
+            if parts.epoch_metrics is not None:
+                metrics.update(parts.epoch_metrics(self.state.history, metrics))
             self.state.epoch = epoch + 1
-            self.state.best_acc1 = max(self.state.best_acc1, val_m["val/acc1"])
+            self.state.best_acc1 = max(self.state.best_acc1, val_m[VAL_ACC1])
             self.state.history.append({"epoch": epoch + 1, **metrics})
             # logged before the checkpoint is saved, so a failed save (a full disk) loses no metrics; an
             # epoch logged but not saved is trained again on resume and not logged a second time
@@ -151,19 +173,18 @@ class Trainer:
             self.save()
             if self.dist.is_main and cfg.trainer.progress:
                 log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
-                         f"loss {metrics['train/loss']:.4f} train {metrics['train/acc1']:.2f}% "
-                         f"val {metrics['val/acc1']:.2f}% ({metrics['train/throughput_img_s']:.0f} img/s)")
-        if self.dist.world_size > 1 and parts.arr is not None:
+                         f"loss {metrics[TRAIN_LOSS]:.4f} train {metrics[TRAIN_ACC1]:.2f}% "
+                         f"val {metrics[VAL_ACC1]:.2f}% ({metrics[TRAIN_THROUGHPUT]:.0f} img/s)")
+        if self.dist.world_size > 1 and parts.arr is not None and parts.arr.memory == "global":
             identical = memories_identical_across_ranks(parts.arr)
-            tracker.set_tags({"dnrt.arr_ranks_identical": str(identical).lower()})
+            tracker.set_tags({ARR_RANKS_TAG: str(identical).lower()})
             if not identical:
                 raise RuntimeError("ARR memories diverged across DDP ranks")
-        final = self.state.history[-1]["val/acc1"] if self.state.history else float("nan")
-        summary = {"best/val_acc1": self.state.best_acc1, "final/val_acc1": final}
-        if parts.headline != "val/acc1" and self.state.history:  # e.g. val/auc -> best/val_auc, final/val_auc
+        final = self.state.history[-1][VAL_ACC1] if self.state.history else float("nan")
+        summary = {BEST_VAL_ACC1: self.state.best_acc1, FINAL_VAL_ACC1: final}
+        if parts.headline != VAL_ACC1 and self.state.history:  # e.g. val/auc -> best/val_auc, final/val_auc
             values = [h[parts.headline] for h in self.state.history]
-            name = parts.headline.replace("/", "_")
-            summary.update({f"best/{name}": max(values), f"final/{name}": values[-1]})
+            summary.update({best_metric(parts.headline): max(values), final_metric(parts.headline): values[-1]})
         tracker.log_metrics(summary, step=cfg.trainer.epochs)
         return final
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..engine.amp import grad_scaler
+from ..engine.optim import scale_lr_per_device
 from ..types import Components, DistInfo
 from .keys import container, root_cause, unknown_key
 from .parts import build_arr, build_model, build_optimizer, build_scheduler
@@ -66,12 +67,16 @@ def build_image_components(run: CheckedRun, dist_info: DistInfo, device: torch.d
                               "channels)", num_classes=data.num_classes, img_size=data.img_size,
                         in_chans=data.in_chans)
     model = built.model.to(device)
+    # SyncBatchNorm runs on accelerators only; before ARR hooks its taps
+    if trainer.get("sync_bn") and dist_info.world_size > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     channels_last = trainer.channels_last == "auto" and device.type == "cuda" or trainer.channels_last is True
     if channels_last and built.pooling == "avg2d":
         model = model.to(memory_format=torch.channels_last)
     arr = build_arr(cfg, model, built, data.num_classes,
                     torch.zeros(2, data.in_chans, data.img_size, data.img_size, device=device), device)
     optimizer = build_optimizer(cfg, model)
+    scale_lr_per_device(optimizer, trainer.get("lr_scale", "global"), dist_info.world_size)
     if trainer.batch_size % dist_info.world_size:
         raise ConfigError("trainer.batch_size", trainer.batch_size, f"must divide by the {dist_info.world_size} ranks")
     train_loader, val_loader = data.loaders(trainer.batch_size // dist_info.world_size, seed=cfg.seed, device=device,

@@ -88,9 +88,10 @@ def build_arr(cfg: DictConfig, model: nn.Module, built, num_classes: int, sample
     input); None without ``regularizer=arr``."""
     if cfg.regularizer.name != "arr":
         return None
-    reg = cfg.regularizer
+    reg, trainer = cfg.regularizer, cfg.trainer
     return ARR(model, num_classes, taps=reg.taps or built.taps, pooling=reg.pooling or built.pooling,
-               momentum=reg.momentum, sample=sample).to(device)
+               momentum=reg.momentum, sample=sample, average=trainer.get("arr_average", "tap"),
+               memory=trainer.get("arr_memory", "global")).to(device)
 
 
 def select_device(name: str, dist_info: DistInfo) -> torch.device:

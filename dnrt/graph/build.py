@@ -11,10 +11,8 @@ from ..data.dgraph import NodeView
 from ..engine.amp import grad_scaler
 from ..factory import CheckedRun, Task, build_arr, build_model, build_optimizer, build_scheduler, register_task
 from ..types import Components, DistInfo
-from .loops import evaluate_nodes
+from .loops import at_lowest_val_loss, evaluate_nodes
 from .models import has_pyg
-
-HEADLINE = "val/auc"
 
 
 def sample_view(in_chans: int, device: torch.device) -> NodeView:
@@ -40,7 +38,8 @@ def build_graph_components(run: CheckedRun, dist_info: DistInfo, device: torch.d
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     runner = torch.compile(model) if trainer.compile else model
     return Components(data, runner, model, arr, optimizer, scheduler, train_loader, val_loaders, device, dtype,
-                      grad_scaler(dtype, device), evaluate_fn=evaluate_nodes, headline=HEADLINE)
+                      grad_scaler(dtype, device), evaluate_fn=evaluate_nodes, headline=data.headline,
+                      epoch_metrics=at_lowest_val_loss)
 
 
 def _missing_pyg() -> str | None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..engine.amp import autocast
 from ..nn import ARR
+from ..tracking_schema import TEST_AUC, TEST_AUC_AT_MIN_VAL_LOSS, VAL_LOSS, VAL_LOSS_ARR, split_metric
 
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -49,9 +50,17 @@ def evaluate_nodes(model: nn.Module, loaders: dict, arr: ARR | None, device: tor
             with autocast(device, amp_dtype):
                 logits = model(view).float()
                 reg = arr(y) if arr is not None and split == "val" else None
-            out[f"{split}/loss"] = float(F.cross_entropy(logits, y))
-            out[f"{split}/acc1"] = 100.0 * float((logits.argmax(1) == y).float().mean())
-            out[f"{split}/auc"] = 100.0 * binary_auc(logits.softmax(1)[:, 1], y)
+            out[split_metric(split, "loss")] = float(F.cross_entropy(logits, y))
+            out[split_metric(split, "acc1")] = 100.0 * float((logits.argmax(1) == y).float().mean())
+            out[split_metric(split, "auc")] = 100.0 * binary_auc(logits.softmax(1)[:, 1], y)
             if reg is not None:
-                out["val/loss_arr"] = float(reg)
+                out[VAL_LOSS_ARR] = float(reg)
     return out
+
+
+def at_lowest_val_loss(history: list[dict[str, float]], metrics: dict[str, float]) -> dict[str, float]:
+    """``test/auc_at_min_val_loss``: the test AUC of the epoch with the lowest ``val/loss`` so far
+    (``history``: earlier epochs, ``metrics``: this one; the first such epoch on ties), as the
+    DGraphFin baselines keep their predictions."""
+    best = min([*history, metrics], key=lambda record: record[VAL_LOSS])  # min keeps the first
+    return {TEST_AUC_AT_MIN_VAL_LOSS: best[TEST_AUC]}

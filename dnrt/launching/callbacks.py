@@ -13,6 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ..tracking_schema import RunStatus
 from .summary import failure_lines, read_summary
 
 
@@ -28,7 +29,7 @@ class SweepCallback(Callback):
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         counts = end_sweep(sweep_dir)
-        failed = counts.get("failed", 0) if counts is not None else 0
+        failed = counts.get(RunStatus.FAILED, 0) if counts is not None else 0
         if failed:
             rows = read_summary(sweep_dir)
             reasons = "; ".join(failure_lines(rows))

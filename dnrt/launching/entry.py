@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from ..config import ConfigError, run_name
 from ..engine.allocator import keep_freed_memory
 from ..engine.distributed import init_distributed
+from ..tracking_schema import RunStatus
 from ..train import train
 from ..types import Job, Outcome, RunContext
 from .cells import Cell
@@ -90,7 +91,7 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         log.error(f"{run_name(cfg)}: refused, {exc}")
-        outcome = Outcome("refused", run_name(cfg), detail=str(exc))
+        outcome = Outcome(RunStatus.REFUSED, run_name(cfg), detail=str(exc))
     except Exception as exc:
         watcher.restore()
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -102,17 +103,17 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
                   flush=True)
             raise SystemExit(1) from None
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
-        outcome = Outcome("failed", run_name(cfg), detail=reason)
-    requeued = outcome.status == "stopped" and watcher.signum not in (None, signal.SIGINT)
+        outcome = Outcome(RunStatus.FAILED, run_name(cfg), detail=reason)
+    requeued = outcome.status == RunStatus.STOPPED and watcher.signum not in (None, signal.SIGINT)
     if sweep_dir is not None and not requeued:  # a requeued job records its run when it runs again
         outcome.overrides = _cell_overrides()
         record(sweep_dir, outcome)
-    if outcome.status == "stopped" and watcher.signum == signal.SIGINT:
+    if outcome.status == RunStatus.STOPPED and watcher.signum == signal.SIGINT:
         watcher.restore()
         print(f"stopped: {run_name(cfg)} {outcome.detail}; run {outcome.run_id} is KILLED with a checkpoint; "
               "the same command resumes it", file=sys.stderr, flush=True)
         raise SystemExit(130)  # the shell's code for a Ctrl-C
-    if outcome.status == "stopped" and watcher.signum is not None:
+    if outcome.status == RunStatus.STOPPED and watcher.signum is not None:
         watcher.hand_over()  # under submitit this requeues the job and exits
         raise SystemExit(f"stopped by signal {watcher.signum}: {outcome.detail}; the same command resumes it")
     watcher.restore()

@@ -21,7 +21,8 @@ from rich.table import Table
 from ..config import ConfigError, config_hash, run_name
 from ..decision import checkpoint_path, decide
 from ..preflight import check_run
-from ..tracking import HASH_TAG, open_client, resolve_uri, with_retry
+from ..tracking import open_client, resolve_uri, with_retry
+from ..tracking_schema import HASH_TAG
 from .cells import Cell
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..tracking_schema import RunStatus
 from ..types import Outcome
 
 SUMMARY_FILE = "dnrt_summary.jsonl"
@@ -38,7 +39,7 @@ def read_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     kept = []
     for row in rows:
         run_id = row.get("run_id")
-        if run_id is not None and run_id in seen and row["status"] == "skipped":
+        if run_id is not None and run_id in seen and row["status"] == RunStatus.SKIPPED:
             continue
         seen.add(run_id)
         kept.append(row)

@@ -18,13 +18,12 @@ from pathlib import Path
 import psutil
 from mlflow import MlflowClient
 
-from ..tracking import JOB_TAG, open_client, with_retry
+from ..tracking import open_client, with_retry
+from ..tracking_schema import DETAIL_TAG, JOB_TAG, KIND_TAG, SUMMARY_ARTIFACT, SWEEP_KIND, RunStatus, sweep_metric
 from .context import read_context
 from .summary import print_summary, read_summary
 
 log = logging.getLogger(__name__)
-STATUSES = ("finished", "skipped", "resumed", "failed", "stopped", "refused")
-SWEEP_KIND = "sweep"  # the parent run's dnrt.kind
 
 
 def launcher_id() -> str:
@@ -44,12 +43,13 @@ def end_sweep(sweep_dir: Path, interrupted: bool = False) -> Counter | None:
     client = open_client(context.tracking_uri)
     if with_retry(client.get_run, context.parent_run_id).info.status != "RUNNING":
         return counts  # ended already (a later batch of the same sweep, or the other exit path)
-    with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), "summary.json")
-    for status in STATUSES:
-        with_retry(client.log_metric, context.parent_run_id, f"sweep/{status}", counts.get(status, 0))
-    status = "KILLED" if interrupted else "FAILED" if counts.get("failed", 0) else "FINISHED"
-    detail = {"KILLED": "stopped: interrupted by the user", "FAILED": "failed: a run failed"}.get(status, "finished")
-    with_retry(client.set_tag, context.parent_run_id, "dnrt.status_detail", detail)
+    with_retry(client.log_text, context.parent_run_id, json.dumps(rows, indent=2), SUMMARY_ARTIFACT)
+    for run_status in RunStatus:
+        with_retry(client.log_metric, context.parent_run_id, sweep_metric(run_status), counts.get(run_status, 0))
+    status = "KILLED" if interrupted else "FAILED" if counts.get(RunStatus.FAILED, 0) else "FINISHED"
+    detail = {"KILLED": f"{RunStatus.STOPPED}: interrupted by the user",
+              "FAILED": f"{RunStatus.FAILED}: a run failed"}.get(status, str(RunStatus.FINISHED))
+    with_retry(client.set_tag, context.parent_run_id, DETAIL_TAG, detail)
     with_retry(client.set_terminated, context.parent_run_id, status=status)
     return counts
 
@@ -72,13 +72,13 @@ def abort_sweep(sweep_dir: Path, exc: BaseException) -> None:
 def retire_dead_sweeps(client: MlflowClient, experiment_id: str) -> list[str]:
     """Mark FAILED the RUNNING parent runs whose launcher was on this host and is gone; their ids."""
     runs = with_retry(client.search_runs, [experiment_id],
-                      filter_string=f"tags.`dnrt.kind` = '{SWEEP_KIND}' and attributes.status = 'RUNNING'",
+                      filter_string=f"tags.`{KIND_TAG}` = '{SWEEP_KIND}' and attributes.status = 'RUNNING'",
                       max_results=1000)
     retired = []
     for run in runs:
         host, _, pid = run.data.tags.get(JOB_TAG, "").rpartition(":")
         if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            with_retry(client.set_tag, run.info.run_id, "dnrt.status_detail", "failed: the launching process died")
+            with_retry(client.set_tag, run.info.run_id, DETAIL_TAG, f"{RunStatus.FAILED}: the launching process died")
             with_retry(client.set_terminated, run.info.run_id, status="FAILED")
             retired.append(run.info.run_id)
     if retired:

@@ -78,12 +78,20 @@ def _no_drop_path(name: str, drop_path: float) -> None:
 @register_model("resnet18", taps=["layer*.*"], pooling="avg2d", stem_taps={"imagenet": ["layer*.*"]},
                 note="stem=cifar: timm resnet18; below 64 px a CIFAR stem: 3x3 conv, stride 1, no max-pool. "
                      "stem=imagenet: torchvision resnet18 (7x7/2 stem and max-pool) at every size")
-def resnet18(num_classes: int, img_size: int, in_chans: int, drop_path: float, stem: str = "cifar") -> nn.Module:
+def resnet18(num_classes: int, img_size: int, in_chans: int, drop_path: float, stem: str = "cifar",
+             zero_init_last: bool | None = None) -> nn.Module:
+    """``zero_init_last``: zero the last BatchNorm of every block; None = the definition's default
+    (timm's: yes; torchvision's, the authors' toolkit: no)."""
     if stem == "imagenet":
         _no_drop_path("resnet18 (stem=imagenet)", drop_path)
-        return _imagenet(tvm.resnet18, num_classes, in_chans, "conv1")
-    model = timm.create_model("resnet18", num_classes=num_classes, in_chans=in_chans,
-                              drop_path_rate=drop_path, pretrained=False)
+        model = _imagenet(tvm.resnet18, num_classes, in_chans, "conv1")
+        if zero_init_last:
+            for block in model.modules():
+                if isinstance(block, tvm.resnet.BasicBlock):
+                    nn.init.zeros_(block.bn2.weight)
+        return model
+    model = timm.create_model("resnet18", num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path,
+                              pretrained=False, zero_init_last=True if zero_init_last is None else zero_init_last)
     if _is_small(img_size):
         model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()

@@ -96,6 +96,10 @@ def _build_timm(name: str, num_classes: int, img_size: int, in_chans: int, drop_
         return timm.create_model(name, **kwargs)
 
 
+# Models whose build takes ``zero_init_last`` (where timm's definition and the authors' differ).
+ZERO_INIT_LAST = ("resnet18",)
+
+
 @dataclass
 class BuiltModel:
     """A model with its activation swapped, plus what ARR needs to tap it."""
@@ -107,13 +111,15 @@ class BuiltModel:
 
 
 def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int = 3, act: str = "",
-                 drop_path: float = 0.0, act_include: str = "*", stem: str = "cifar") -> BuiltModel:
+                 drop_path: float = 0.0, act_include: str = "*", stem: str = "cifar",
+                 zero_init_last: bool | None = None) -> BuiltModel:
     """Build ``name`` for ``img_size`` inputs with every activation replaced by ``act``
     (``""`` keeps the model's own). Returns the model and its default ARR taps.
 
     ``stem``: ``"cifar"`` (the small-input adaptation below 64 px) or, for the CNNs that offer it,
-    ``"imagenet"`` (torchvision's definition at every size). Unknown keyword arguments raise
-    ``TypeError`` naming them."""
+    ``"imagenet"`` (torchvision's definition at every size). ``zero_init_last`` (ResNet-18 only):
+    zero each block's last BatchNorm; None keeps the definition's default. Unknown keyword
+    arguments raise ``TypeError`` naming them."""
     spec = _MODELS.get(name)
     if spec is not None and spec.task != "image":
         raise ValueError(f"model {name!r} is for {spec.task} data, not images: its config's _target_ builds it")
@@ -123,8 +129,12 @@ def create_model(name: str, num_classes: int, img_size: int = 32, in_chans: int 
     if spec is not None and spec.family == "vit" and img_size % patch_size_for(img_size):
         raise ValueError(f"{name} splits {img_size}-px inputs into {patch_size_for(img_size)}-px patches, "
                          "which must divide the image size")
+    if zero_init_last is not None and name not in ZERO_INIT_LAST:
+        raise ValueError(f"model.zero_init_last applies to {', '.join(ZERO_INIT_LAST)} only; null for {name!r}")
     if spec is not None:
         extra = {"stem": stem} if len(spec.stems) > 1 else {}
+        if zero_init_last is not None:
+            extra["zero_init_last"] = zero_init_last
         model = spec.build(num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path=drop_path,
                            **extra)
         taps, pooling = spec.taps_for(stem), spec.pooling

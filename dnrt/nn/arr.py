@@ -1,6 +1,10 @@
 """Aggregated Response Regularization (ARR), docs/design.md §3.
 
     L_arr = mean_taps mean_{samples, features} |r - target(r)|,   loss = CE + lambda * L_arr
+
+``average='width'`` is the authors' module: the taps are grouped by response width d, each group's
+responses concatenated (one L1 mean per group), and the groups averaged. It equals the mean over taps
+whenever every width has the same number of taps (ViTs, ResNet-18, ResNet-32).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ def gather_in_rank_order(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]), sum(sizes[:rank])
 
 
+AVERAGES = ("tap", "width")
+MEMORIES = ("global", "rank")
+
+
 class ARR(nn.Module):
     """ARR over the tapped layers of ``model``.
 
@@ -42,13 +50,22 @@ class ARR(nn.Module):
         pooling: ``cls``, ``mean_tokens``, ``avg2d`` or ``auto``.
         momentum: m of every class memory.
         sample: an input batch for the dry run that sizes each tap's memory.
+        average: ``tap`` (mean over taps) or ``width`` (mean over widths of each width's mean).
+        memory: ``global`` (every rank's samples update one memory, in rank order) or ``rank``
+            (each rank keeps its own, updated by its own samples only, as the authors' toolkit).
 
     Call after ``model(x)``: ``arr(labels) -> scalar loss`` (train mode updates the memories).
     """
 
     def __init__(self, model: nn.Module, num_classes: int, taps: Sequence[str], pooling: str = "auto",
-                 momentum: float = 0.1, sample: torch.Tensor | None = None):
+                 momentum: float = 0.1, sample: torch.Tensor | None = None, average: str = "tap",
+                 memory: str = "global"):
         super().__init__()
+        if average not in AVERAGES:
+            raise ValueError(f"ARR average must be one of {AVERAGES}, got {average!r}")
+        if memory not in MEMORIES:
+            raise ValueError(f"ARR memory must be one of {MEMORIES}, got {memory!r}")
+        self.average, self.memory = average, memory
         self.taps = ResponseTaps(model, taps, pooling)
         if sample is None:
             raise ValueError("ARR needs a sample input to size the memory of each tap")
@@ -72,14 +89,22 @@ class ARR(nn.Module):
         for r, t in zip(responses, targets.split([m.num_features for m in self.memories], 1)):
             err = (r.float() - t).abs() * valid
             losses.append(err.sum() / (valid.sum() * r.shape[1]).clamp(min=1.0))
-        return torch.stack(losses).mean()
+        if self.average == "tap":
+            return torch.stack(losses).mean()
+        by_width: dict[int, list[torch.Tensor]] = {}
+        for loss, m in zip(losses, self.memories):
+            by_width.setdefault(m.num_features, []).append(loss)
+        return torch.stack([torch.stack(group).mean() for group in by_width.values()]).mean()
 
     @torch.no_grad()
     def _targets(self, flat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Targets [B, sum d] for this rank's responses ``flat`` [B, sum d]: all taps in one update
         (the label bookkeeping is the same for every tap), over all ranks' samples in rank order."""
-        all_flat, offset = gather_in_rank_order(flat)
-        all_labels, _ = gather_in_rank_order(labels)
+        if self.memory == "global":
+            all_flat, offset = gather_in_rank_order(flat)
+            all_labels, _ = gather_in_rank_order(labels)
+        else:
+            all_flat, offset, all_labels = flat, 0, labels
         first = self.memories[0]
         check_labels(all_labels, first.num_classes)
         mean = torch.cat([m.mean for m in self.memories], 1)

@@ -1,6 +1,7 @@
-"""MLflow tracking: the store, one run per training run, the schema of docs/design.md §4."""
+"""MLflow tracking: the store and one run per training run; the names they use are in
+:mod:`dnrt.tracking_schema` (docs/design.md §4)."""
 
-from .run import HASH_TAG, HEADLINE_TAG, HEARTBEAT_TAG, JOB_TAG, RunTracker, find_runs, git_sha
+from .run import RunTracker, find_runs, git_sha
 from .store import (
     TrackingUnreachable,
     check_reachable,
@@ -13,7 +14,6 @@ from .store import (
 )
 
 __all__ = [
-    "HASH_TAG", "HEADLINE_TAG", "HEARTBEAT_TAG", "JOB_TAG", "RunTracker", "TrackingUnreachable", "check_reachable",
-    "ensure_experiment", "find_runs", "git_sha", "open_client", "project_root", "resolve_uri", "store_uri",
-    "with_retry",
+    "RunTracker", "TrackingUnreachable", "check_reachable", "ensure_experiment", "find_runs",
+    "git_sha", "open_client", "project_root", "resolve_uri", "store_uri", "with_retry",
 ]

@@ -13,14 +13,23 @@ from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import config_hash, flat_params, run_name
+from ..tracking_schema import (
+    ACT_TAG,
+    CONFIG_ARTIFACT,
+    DATASET_TAG,
+    DETAIL_TAG,
+    ERROR_ARTIFACT,
+    GIT_TAG,
+    HASH_TAG,
+    HEARTBEAT_TAG,
+    JOB_TAG,
+    MODEL_TAG,
+    REGULARIZER_TAG,
+    VAL_ACC1,
+    RunStatus,
+    tag_filter,
+)
 from .store import project_root, with_retry
-
-HASH_TAG = "dnrt.config_hash"
-HEARTBEAT_TAG = "dnrt.heartbeat"
-JOB_TAG = "dnrt.job_id"
-# The metric a run is judged by (val/acc1 for images, val/auc for node classification); its end-of-run
-# values are logged as final/<metric with _> and best/<...> (docs/design.md §4).
-HEADLINE_TAG = "dnrt.headline"
 
 
 def git_sha() -> str:
@@ -34,7 +43,7 @@ def git_sha() -> str:
 
 def find_runs(client: MlflowClient, experiment_id: str, chash: str) -> list:
     """Runs of this experiment with config hash ``chash``, newest first."""
-    return with_retry(client.search_runs, [experiment_id], filter_string=f"tags.`{HASH_TAG}` = '{chash}'",
+    return with_retry(client.search_runs, [experiment_id], filter_string=tag_filter(HASH_TAG, chash),
                       order_by=["attributes.start_time DESC"], max_results=50)
 
 
@@ -51,17 +60,17 @@ class RunTracker:
     def create(cls, client: MlflowClient, experiment_id: str, cfg: DictConfig, extra_tags: dict[str, str],
                job_id: str) -> RunTracker:
         """A new run of ``cfg``, tagged with the ``job_id`` that runs it."""
-        tags = {HASH_TAG: config_hash(cfg), "dnrt.git_sha": git_sha(), "dnrt.status_detail": "running",
+        tags = {HASH_TAG: config_hash(cfg), GIT_TAG: git_sha(), DETAIL_TAG: "running",
                 JOB_TAG: job_id, HEARTBEAT_TAG: f"{time.time():.0f}",
-                "dnrt.model": str(cfg.model.name), "dnrt.act": str(cfg.act.name),
-                "dnrt.regularizer": str(cfg.regularizer.name), "dnrt.dataset": str(cfg.dataset.name),
+                MODEL_TAG: str(cfg.model.name), ACT_TAG: str(cfg.act.name),
+                REGULARIZER_TAG: str(cfg.regularizer.name), DATASET_TAG: str(cfg.dataset.name),
                 **{k: v for k, v in extra_tags.items() if v}}
         run = with_retry(client.create_run, experiment_id, run_name=run_name(cfg), tags=tags)
         tracker = cls(client, run.info.run_id)
         params = [Param(k, v[:6000]) for k, v in flat_params(cfg).items()]
         for i in range(0, len(params), 100):
             with_retry(client.log_batch, tracker.run_id, params=params[i:i + 100])
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), CONFIG_ARTIFACT)
         return tracker
 
     @classmethod
@@ -69,7 +78,7 @@ class RunTracker:
         """Run ``run_id`` again, now by ``job_id``."""
         with_retry(client.update_run, run_id, status="RUNNING")
         tracker = cls(client, run_id)
-        tracker.set_tags({"dnrt.status_detail": "resumed", JOB_TAG: job_id})
+        tracker.set_tags({DETAIL_TAG: RunStatus.RESUMED.value, JOB_TAG: job_id})
         tracker.heartbeat()
         return tracker
 
@@ -96,7 +105,7 @@ class RunTracker:
 
         threading.Thread(target=beat, name="dnrt-heartbeat", daemon=True).start()
 
-    def logged_steps(self, key: str = "val/acc1") -> set[int]:
+    def logged_steps(self, key: str = VAL_ACC1) -> set[int]:
         if not self.active:
             return set()
         return {m.step for m in with_retry(self.client.get_metric_history, self.run_id, key)}
@@ -128,16 +137,16 @@ class RunTracker:
             self._monitor.finish()
             self._monitor = None
 
-    def finish(self, status: str = "FINISHED", detail: str = "finished") -> None:
+    def finish(self, status: str = "FINISHED", detail: str = RunStatus.FINISHED.value) -> None:
         self._beating.set()
         self._stop_monitor()
         if self.active:
-            self.set_tags({"dnrt.status_detail": detail[:5000]})
+            self.set_tags({DETAIL_TAG: detail[:5000]})
             with_retry(self.client.set_terminated, self.run_id, status=status)
 
     def fail(self, reason: str, traceback_text: str) -> None:
         """Mark FAILED with ``reason`` and the traceback as ``error.txt``."""
         if not self.active:
             return
-        self.log_text(traceback_text, "error.txt")
-        self.finish("FAILED", f"failed: {reason}")
+        self.log_text(traceback_text, ERROR_ARTIFACT)
+        self.finish("FAILED", f"{RunStatus.FAILED.value}: {reason}")

@@ -24,6 +24,8 @@ from typing import TypeVar
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ..tracking_schema import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _TRANSIENT = ("database is locked", "database table is locked", "busy", "connection", "timed out", "503", "502",
@@ -80,8 +82,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                               "(make server) or point tracking.uri / MLFLOW_TRACKING_URI elsewhere")
 
 
-# MLflow 3's UI opens an experiment by its kind: this one lands on the training-runs table.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
 
 
 @contextlib.contextmanager
@@ -123,12 +124,12 @@ def ensure_experiment(uri: str, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             with_retry(client.restore_experiment, exp.experiment_id)
-        for key, value in EXPERIMENT_KIND.items():
+        for key, value in EXPERIMENT_TAGS.items():
             if exp.tags.get(key) != value:
                 with_retry(client.set_experiment_tag, exp.experiment_id, key, value)
         return exp.experiment_id
     try:
-        return with_retry(client.create_experiment, name, tags=EXPERIMENT_KIND)
+        return with_retry(client.create_experiment, name, tags=EXPERIMENT_TAGS)
     except MlflowException:  # another process created it first
         exp = with_retry(client.get_experiment_by_name, name)
         if exp is None:

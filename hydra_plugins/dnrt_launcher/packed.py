@@ -1,7 +1,7 @@
 """submitit launchers that run several sweep runs, one after another, in each submitted job.
 
 A fresh job pays the interpreter start and the imports of torch, torchvision, timm and MLflow
-(about 6-7 s on a 2-core CPU) before its first step; the later runs of a packed job reuse them
+(seconds of CPU) before its first step; the later runs of a packed job reuse them
 (``startup_s`` of a warm run is the config, data, model and MLflow run creation only). Every run
 keeps its own Hydra job (output dir, ``hydra.job.num``, overrides), so a packed sweep logs exactly
 what an unpacked one does. Every cell is checked before anything is submitted
@@ -135,8 +135,8 @@ class CheckedBasicLauncher(BasicLauncher):
 class CheckedBasicSweeper(BasicSweeper):
     """Hydra's basic sweeper without its own pre-launch composition of every cell: dnrt's launchers
     compose and check every cell anyway (:func:`dnrt.launching.sweep.prepare_sweep`), once per
-    distinct set of group choices, where Hydra's check composes each cell in full (about 0.2-0.6 s a
-    cell on a small CPU: minutes for a 1,000-cell sweep)."""
+    distinct set of group choices, where Hydra's check composes each cell in full (a fraction of a
+    second per cell: minutes for a 1,000-cell sweep)."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         launcher = str(getattr(self.config.hydra.launcher, "_target_", ""))

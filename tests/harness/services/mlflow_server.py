@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import ServiceUnavailable, die_with_parent, free_port, stop_process, tail, wait_for
+from tests.harness.services import ServiceUnavailable, die_with_parent, free_port, stop_process, tail, wait_for
 
 # One uvicorn worker: uvicorn then serves in-process. With several workers its supervisor kills
-# and restarts workers that miss a health ping, which happens on a loaded 2-core machine while
+# and restarts workers that miss a health ping, which happens on a loaded machine while
 # they still import mlflow. Requests are still served concurrently (threadpool for the WSGI app).
 WORKERS = 1
 # No huey job runner/consumers (prompt optimisation, trace rollups...): seven extra processes

@@ -1,6 +1,6 @@
 """Real services for the test suite: a one-node SLURM cluster, an MLflow server, headless Chromium.
 
-Each service module starts real processes and stops them again; ``tests.services.plugin`` turns
+Each service module starts real processes and stops them again; ``tests.harness.fixtures`` turns
 them into pytest fixtures. This module holds the small helpers they share.
 """
 
@@ -39,7 +39,7 @@ def unavailable(reason: str) -> NoReturn:
 def claim_once_per_run(tmp_path_factory: pytest.TempPathFactory, what: str) -> None:
     """Fail if another pytest-xdist worker of this run already started ``what``.
 
-    The xdist groups (``tests/services/plugin.py``) keep every user of an expensive session fixture on
+    The xdist groups (``tests/harness/hooks.py``) keep every user of an expensive session fixture on
     one worker; if a pytest or xdist change broke the grouping, the fixture would quietly be built once
     per worker. A no-op without xdist, where a session fixture runs once anyway.
     """
