@@ -22,7 +22,19 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    import os
+    import uuid
+
+    import hydra._internal.utils as hydra_utils
+
+    from dnrt.launching.hydra_errors import one_line_errors
+
     sys.argv = [PLAN_FLAGS.get(arg, arg) for arg in sys.argv]
+    # this launch's id (its sweep directory's name), fresh even where the environment holds an earlier one;
+    # the jobs it starts inherit it
+    os.environ["DNRT_LAUNCH_ID"] = uuid.uuid4().hex[:6]
+    # Hydra's composition errors (an unknown group option or key) as one line with exit code 2
+    hydra_utils.run_and_report = one_line_errors(hydra_utils.run_and_report)
     if any(arg == "--rerun" or arg.startswith("--rerun=") for arg in sys.argv):
         from dnrt.launching.rerun import RerunRefused, rerun_main, split_rerun
 

@@ -6,10 +6,13 @@ the config is composed; anywhere else, importing any ``dnrt`` module does.
   (``optim=paper``: 5e-4 at batch 512).
 - ``${dnrt.lookup:KEY,{k: v, ...},DEFAULT}``: ``v`` for ``KEY`` in the table, else ``DEFAULT``
   (the paper presets' per-model drop path).
+- ``${dnrt.launch_id:}``: six hex digits, one value per launch (the sweep directory's name).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -30,7 +33,17 @@ def lookup(key: Any, table: Any, default: Any) -> Any:
     return table.get(key, default)
 
 
-RESOLVERS = {"dnrt.scale_lr": scale_lr, "dnrt.lookup": lookup}
+LAUNCH_ID_ENV = "DNRT_LAUNCH_ID"
+
+
+def launch_id() -> str:
+    """This launch's id: ``launch.py`` sets a fresh one in its environment, which the jobs it starts
+    (local workers, SLURM jobs) inherit, so they resolve the same sweep directory; made here where
+    nothing set it (Hydra's compose API)."""
+    return os.environ.setdefault(LAUNCH_ID_ENV, uuid.uuid4().hex[:6])
+
+
+RESOLVERS = {"dnrt.scale_lr": scale_lr, "dnrt.lookup": lookup, "dnrt.launch_id": launch_id}
 
 
 def register_resolvers() -> None:

@@ -26,13 +26,13 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, config_hash, run_name, signature_revisions, signature_version
-from .decision import Decision, checkpoint_path, decide_and_retire
+from .decision import Decision, SignatureClaim, checkpoint_path, decide_and_retire
 from .engine.checkpoint import load_checkpoint
 from .engine.distributed import broadcast_object
 from .engine.trainer import StopRequested, Trainer
 from .factory import build_components
 from .preflight import check_run
-from .tracking import RunTracker, ensure_experiment, store_uri
+from .tracking import RunTracker, ensure_experiment, open_client, store_uri
 from .tracking_schema import (
     CHECKPOINT_DIR,
     CHECKPOINT_TAG,
@@ -73,13 +73,32 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
     run = check_run(cfg, fit=False)  # the model's fit is checked by building it, below, still before any run
     chash = config_hash(cfg)
     ckpt = checkpoint_path(cfg, chash)
+    if cfg.trainer.resume not in (None, "auto"):  # a named checkpoint that cannot be read is refused before any run
+        load_checkpoint(Path(cfg.trainer.resume), mmap=True)
     client, experiment_id, decision = None, None, Decision("new")
+    claim = SignatureClaim(ckpt)
     if dist_info.is_main:
         uri = context.tracking_uri or store_uri(cfg.tracking.uri)
         experiment_id = context.experiment_id or ensure_experiment(uri, str(cfg.tracking.experiment))
-        client = MlflowClient(uri)
-        decision = decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id)
+        client = open_client(uri)
+        decision = decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id, warn=False)
+        if decision.action in ("new", "resume"):
+            # claimed before the build, decided again under the claim: of two processes deciding
+            # "new" at once, one runs it and the other finds it busy (or FINISHED)
+            busy = Decision("busy", detail=f"another process is starting this config (it holds {claim.path})")
+            decision = (decide_and_retire(client, experiment_id, cfg, chash, ckpt, job.job_id) if claim.acquire()
+                        else busy)
     decision = broadcast_object(decision)
+    try:
+        return _run(cfg, run, decision, client, experiment_id, context, job, chash, ckpt, should_stop)
+    finally:
+        claim.release()
+
+
+def _run(cfg: DictConfig, run, decision: Decision, client: MlflowClient | None, experiment_id: str | None,
+         context: RunContext, job: Job, chash: str, ckpt: Path, should_stop: Callable[[], bool] | None) -> Outcome:
+    """:func:`train` once the decision is made (and, for new / resume, the signature claimed)."""
+    dist_info = job.dist
     name = run_name(cfg)
     if decision.action in ("skip", "busy"):
         log.info(f"{name}: skipped, {decision.detail} (run {decision.run_id})")
@@ -102,16 +121,22 @@ def train(cfg: DictConfig, should_stop: Callable[[], bool] | None = None, contex
             raise build_error
         trainer = Trainer(cfg, parts, dist_info, ckpt, chash)
         if decision.action == "resume" or (cfg.trainer.resume not in (None, "auto")):
-            source = ckpt if decision.action == "resume" else Path(cfg.trainer.resume)
+            source = decision.source or ckpt if decision.action == "resume" else Path(cfg.trainer.resume)
             trainer.resume_from(source)
             log.info(f"{name}: resumed at epoch {trainer.state.epoch} from {source}")
         acc = trainer.fit(tracker, should_stop, job)
     except StopRequested as stop:
         tracker.finish("KILLED", f"{RunStatus.STOPPED}: {stop.reason}; the same command resumes it")
         return Outcome(RunStatus.STOPPED, name, tracker.run_id, detail=stop.reason)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of the partial epoch
+        tracker.finish("KILLED", f"{RunStatus.STOPPED}: interrupted by the user (twice: the partial epoch is lost); "
+                                 "the same command resumes it from its last checkpoint")
+        raise
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         tracker.fail(reason, traceback.format_exc())
+        if tracker.run_id is not None:
+            exc.add_note(f"run {tracker.run_id} (its traceback is the run's error.txt)")
         raise
     if cfg.trainer.log_checkpoint:
         tracker.log_artifact(ckpt, CHECKPOINT_DIR)

@@ -76,6 +76,7 @@ class Outcome:
     run_id: str | None = None
     val_acc1: float = float("nan")
     detail: str = ""
+    overrides: list[str] = field(default_factory=list)  # the sweep cell's command-line overrides
 
 
 @dataclass

@@ -15,8 +15,8 @@ def test_help_lists_the_groups(store):
     assert "raa_relu" in proc.stdout and "vit_tiny" in proc.stdout
 
 
-def test_unknown_group_option_keeps_hydras_listing(store):
+def test_unknown_group_option_lists_the_options(store):
     proc = store.launch("model=resnet81")
-    assert proc.returncode != 0
-    assert "resnet81" in proc.stderr and "Available options" in proc.stderr and "resnet18" in proc.stderr
+    assert proc.returncode == 2
+    assert "model=resnet81" in proc.stderr and "valid: alexnet," in proc.stderr and "resnet18" in proc.stderr
     assert store.runs() == []

@@ -6,7 +6,7 @@ Every data set is built by Hydra from ``conf/dataset/<name>.yaml`` and exposes `
 """
 
 from .augment import DEVICE_AUGMENTS, device_transform
-from .base import ArrayData, DatasetNotFoundError, Split
+from .base import ArrayData, DataFileError, DatasetNotFoundError, Split
 from .cifar import CifarData
 from .digits import DigitsData
 from .imagefolder import ImageFolderData
@@ -23,6 +23,7 @@ __all__ = [
     "ArrayData",
     "CifarData",
     "CifarLongTailData",
+    "DataFileError",
     "DatasetNotFoundError",
     "DeviceLoader",
     "DigitsData",

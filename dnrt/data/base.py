@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -34,6 +35,18 @@ def check_normalization(normalization: str) -> str:
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data set's files are not where the config says (raised before any training starts)."""
+
+
+class DataFileError(ValueError):
+    """A data file that is there but cannot be read as the data set needs it (truncated, corrupt,
+    wrong content); the message starts with the file's path."""
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """``(path, size, mtime)``: a cache key that changes when the file does (checks run once per file
+    per process, not once per sweep cell)."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
 @dataclass

@@ -13,6 +13,7 @@ Each data file is a pickle (read with ``encoding='bytes'``) holding ``data``: ui
 
 from __future__ import annotations
 
+import functools
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ArrayData, DatasetNotFoundError, Split, check_normalization
+from .base import ArrayData, DataFileError, DatasetNotFoundError, Split, check_normalization, file_key
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,44 @@ def not_found_error(root: str | Path, variant: str) -> DatasetNotFoundError:
 
 def read_class_names(root: str | Path, variant: str) -> list[str]:
     layout = LAYOUTS[variant]
-    meta = unpickle(Path(root) / layout.folder / layout.meta_file)
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[layout.names_key]]
+    path = Path(root) / layout.folder / layout.meta_file
+    try:
+        names = unpickle(path)[layout.names_key]
+    except Exception as exc:  # noqa: BLE001  (any unreadable pickle: named with its file)
+        raise DataFileError(f"{path.resolve()}: {_unreadable(exc, layout.names_key)}") from None
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _unreadable(exc: Exception, key: str) -> str:
+    if isinstance(exc, KeyError):
+        return f"not a CIFAR file (no {key!r} entry)"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"truncated or corrupt ({type(exc).__name__}: {first})"
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_problem(key: tuple[str, int, int], label_key: str) -> str | None:
+    """What is wrong with the CIFAR batch file ``key[0]`` (None: nothing). Reads it whole."""
+    try:
+        batch = unpickle(Path(key[0]))
+        data, labels = np.asarray(batch["data"]), batch[label_key]
+    except Exception as exc:  # noqa: BLE001
+        return _unreadable(exc, "data" if isinstance(exc, KeyError) and "data" in str(exc) else label_key)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        return f"data of shape {list(data.shape)}, expected [N, 3072]"
+    if len(labels) != data.shape[0]:
+        return f"{data.shape[0]} images but {len(labels)} labels"
+    return None
+
+
+def check_batches(root: str | Path, variant: str) -> None:
+    """Open every data file of ``variant`` under ``root``; :class:`DataFileError` naming the first bad one."""
+    layout = LAYOUTS[variant]
+    for name in layout.train_files + layout.test_files:
+        path = Path(root) / layout.folder / name
+        problem = _batch_problem(file_key(path), layout.label_key)
+        if problem is not None:
+            raise DataFileError(f"{path.resolve()}: {problem}")
 
 
 def read_split(root: str | Path, variant: str, train: bool) -> Split:
@@ -151,6 +188,11 @@ class CifarData(ArrayData):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def check_files(self) -> None:
+        """Open every file a run reads (:class:`DataFileError` naming a bad one)."""
+        self._ensure_files()
+        check_batches(self.root, self.variant)
 
     def base_splits(self) -> tuple[Split, Split]:
         """(train, test) as stored on disk, read once and cached."""

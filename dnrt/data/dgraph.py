@@ -17,6 +17,7 @@ an epoch is one optimiser step, the loss taken on the training nodes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,32 @@ import numpy as np
 import torch
 
 from ..tracking_schema import TEST_AUC_AT_MIN_VAL_LOSS, VAL_AUC
-from .base import DatasetNotFoundError
+from .base import DataFileError, DatasetNotFoundError, file_key
 
 log = logging.getLogger(__name__)
 
 FILE = "dgraphfin.npz"
 REQUIRED = ("x", "y", "edge_index", "train_mask", "valid_mask", "test_mask")
 SPLITS = {"train": "train_mask", "val": "valid_mask", "test": "test_mask"}
+
+
+@functools.lru_cache(maxsize=8)
+def _archive_problem(key: tuple[str, int, int]) -> str | None:
+    """What is wrong with the DGraphFin archive ``key[0]`` (None: nothing): every key the task reads
+    is there and its array can be read whole."""
+    try:
+        with np.load(key[0]) as npz:
+            missing = [k for k in REQUIRED if k not in npz.files]
+            if missing:
+                return f"not the DGraphFin release: keys {', '.join(missing)} missing (it needs {', '.join(REQUIRED)})"
+            for k in REQUIRED:
+                try:
+                    npz[k]
+                except Exception as exc:  # noqa: BLE001
+                    return f"key {k!r} cannot be read, truncated or corrupt ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # noqa: BLE001  (not a zip archive at all)
+        return f"truncated or not an .npz archive ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    return None
 
 
 @dataclass
@@ -121,11 +141,9 @@ class DGraphFinData:
                 f"DGraphFin not found: expected the file {where}. It cannot be downloaded automatically: get "
                 f"DGraphFin from https://dgraph.xinye.com (registration), unzip it and place {FILE} in "
                 f"{where.parent}, or point dataset.root (or data_dir / $DNRT_DATA_DIR) at the folder holding it.")
-        with np.load(self.path) as npz:
-            missing = [k for k in REQUIRED if k not in npz.files]
-        if missing:
-            raise DatasetNotFoundError(f"{where} is not the DGraphFin release: keys {', '.join(missing)} missing "
-                                       f"(it needs {', '.join(REQUIRED)})")
+        problem = _archive_problem(file_key(self.path))
+        if problem is not None:
+            raise DataFileError(f"{where}: {problem}")
         self._checked = True
 
     @property

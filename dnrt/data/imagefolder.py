@@ -7,17 +7,39 @@ decoding dominates anyway (use ``workers``). Classes are the sorted sub-director
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from .base import DatasetNotFoundError, check_normalization
+from .base import DataFileError, DatasetNotFoundError, check_normalization, file_key
 from .loader import EpochLoader
 from .pil import FileSource, PILLoader, SeededDataset
 from .sampling import check_drop_last, derive_seed, stratified_subset
 from .transforms import check_augment, check_interpolation, folder_transform
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """What is wrong with one class folder (None: nothing): it holds an image file PIL can open."""
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not images:
+        return f"no image files ({', '.join(IMG_EXTENSIONS)})"
+    problem = _image_problem(file_key(images[0]))
+    return None if problem is None else f"{images[0].name} cannot be read ({problem})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _image_problem(key: tuple[str, int, int]) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(key[0]) as im:
+            im.verify()
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
 
 
 class ImageFolderData:
@@ -81,6 +103,16 @@ class ImageFolderData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def check_files(self) -> None:
+        """Every class folder of the train tree holds an image file that opens (one checked per
+        folder: reading every image is the training's job), and the val tree holds images."""
+        for name in self.classes:
+            folder = self.root / self.train_dir / name
+            problem = _folder_problem(folder)
+            if problem is not None:
+                raise DataFileError(f"{folder.resolve()}: {problem}")
+        self.samples()  # the val tree: at least one image
 
     def samples(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
         """(train, val) lists of (path, class index), scanned once."""

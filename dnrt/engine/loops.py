@@ -56,6 +56,7 @@ class StepConfig:
     amp_dtype: torch.dtype | None = None
     progress: bool = True
     refresh: int = 10
+    finite_every: int = 20  # steps between host reads of the non-finite-loss flag (one sync each)
     signal_at: SignalAt | None = None  # trainer.signal_at_step (tests: preempt at an exact step)
     # timm's Mixup (trainer.mixup_alpha / cutmix_alpha > 0): (x, y) -> (mixed x, soft targets [B, K]);
     # the loss is then the soft-target cross entropy and ARR keeps the images' own labels.
@@ -97,6 +98,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         arr.train()
     steps = len(loader)
     sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, ce, arr, correct, seen
+    # the first non-finite loss of the epoch (its step, 1-based, and value), kept on the device: the
+    # host reads it every `finite_every` steps and at the end, never once per step
+    bad_step = torch.zeros((), device=device, dtype=torch.long)
+    bad_loss = torch.zeros((), device=device, dtype=torch.float32)
     if resume_sums is not None:
         sums += resume_sums.to(device)
     bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not step_cfg.progress,
@@ -128,6 +133,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         scheduler.step_update(num_updates=epoch * steps + i + 1)
         after_step(step_cfg.signal_at, epoch * steps + i + 1)
         with torch.no_grad():
+            first_bad = (bad_step == 0) & ~torch.isfinite(loss.detach())
+            bad_step = torch.where(first_bad, i + 1, bad_step)
+            bad_loss = torch.where(first_bad, loss.detach().float(), bad_loss)
+            if (i + 1) % step_cfg.finite_every == 0:
+                _raise_if_non_finite(bad_step, bad_loss, epoch)
             n = y.shape[0]
             sums += torch.stack([loss.detach() * n, ce.detach() * n, reg.detach() * n,
                                  (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)]).double()
@@ -142,9 +152,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     bar.close()
     if dist.is_available() and dist.is_initialized():  # log the global batch, not rank 0's share
         dist.all_reduce(sums)
+    _raise_if_non_finite(bad_step, bad_loss, epoch)
     loss_sum, ce_sum, arr_sum, correct, seen = sums.tolist()
-    if not math.isfinite(loss_sum):
-        raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch}")
+    if not math.isfinite(loss_sum):  # a non-finite loss on another rank, or in a resumed part of the epoch
+        raise NonFiniteLoss(f"training loss became {loss_sum} in epoch {epoch + 1}")
     seen = max(seen, 1.0)
     return {
         TRAIN_LOSS: loss_sum / seen, TRAIN_LOSS_CE: ce_sum / seen, TRAIN_LOSS_ARR: arr_sum / seen,
@@ -152,6 +163,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         EPOCH_TIME: elapsed, TRAIN_THROUGHPUT: seen / max(elapsed, 1e-9),
         TRAIN_DATA_TIME_FRAC: data_time / max(elapsed, 1e-9),
     }
+
+
+def _raise_if_non_finite(bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
+    step = int(bad_step)  # the one host sync
+    if step:
+        raise NonFiniteLoss(f"training loss became {float(bad_loss)} at step {step} of epoch {epoch + 1}")
 
 
 def backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,

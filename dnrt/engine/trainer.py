@@ -155,7 +155,8 @@ class Trainer:
             except Interrupted as stop:
                 self.state.partial = {"step": stop.step, "sums": stop.sums, "times": [stop.data_time, stop.elapsed]}
                 self.save()
-                raise StopRequested(f"preempted in epoch {epoch + 1} after step {stop.step}", epoch) from None
+                why = getattr(should_stop, "reason", "preempted")
+                raise StopRequested(f"{why} in epoch {epoch + 1} after step {stop.step}", epoch) from None
             self.state.partial = None
             val_m = self.evaluate()
             metrics = {**train_m, **val_m}
@@ -164,9 +165,12 @@ class Trainer:
             self.state.epoch = epoch + 1
             self.state.best_acc1 = max(self.state.best_acc1, val_m[VAL_ACC1])
             self.state.history.append({"epoch": epoch + 1, **metrics})
-            self.save()  # before logging: a crash in between is repaired by the replay above
-            tracker.log_metrics(metrics, step=epoch + 1)
+            # logged before the checkpoint is saved, so a failed save (a full disk) loses no metrics; an
+            # epoch logged but not saved is trained again on resume and not logged a second time
+            if epoch + 1 not in logged:
+                tracker.log_metrics(metrics, step=epoch + 1)
             tracker.heartbeat()
+            self.save()
             if self.dist.is_main and cfg.trainer.progress:
                 log.info(f"[{tracker.run_id or 'run'}] epoch {epoch + 1}/{cfg.trainer.epochs} "
                          f"loss {metrics[TRAIN_LOSS]:.4f} train {metrics[TRAIN_ACC1]:.2f}% "

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ..config import ConfigError
-from ..data import DatasetNotFoundError
+from ..data import DataFileError, DatasetNotFoundError
 from ..nn import ARR
 from ..types import DistInfo
 from .keys import act_spec, root_cause, unknown_key
@@ -28,12 +28,16 @@ def _group_error(group: str, cfg: DictConfig, exc: BaseException) -> ConfigError
 
 
 def instantiate_dataset(cfg: DictConfig):
-    """The data set object; its files are checked (``num_classes`` reads the class list)."""
+    """The data set object; its files are checked (``num_classes`` reads the class list, and a data
+    set's ``check_files()``, where it has one, opens every file a run reads)."""
     target = cfg.dataset.get("_target_")
     try:
         data = instantiate(cfg.dataset)
         num_classes = data.num_classes
-    except DatasetNotFoundError as exc:
+        check_files = getattr(data, "check_files", None)
+        if check_files is not None:  # every file the run will read is opened here, before any run exists
+            check_files()
+    except (DatasetNotFoundError, DataFileError) as exc:
         raise ConfigError("dataset.root", cfg.dataset.get("root", cfg.get("data_dir")), str(exc)) from None
     except (InstantiationException, TypeError, ValueError) as exc:
         err = unknown_key("dataset", exc, get_method(target) if target else None, cfg.dataset)

@@ -18,6 +18,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .hydra_errors import explain
+
 
 @dataclass
 class Cell:
@@ -58,7 +60,8 @@ def compose_cells(config_loader, config: DictConfig, job_overrides: Sequence[Seq
         try:
             cells.append(Cell(index, overrides, _compose(config_loader, config, overrides, parser, groups, composed)))
         except Exception as exc:  # noqa: BLE001 (Hydra raises several types; each is the cell's error)
-            cells.append(Cell(index, overrides, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            line = explain(exc) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            cells.append(Cell(index, overrides, None, line))
     return cells
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def _multirun_dir() -> Path | None:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
+def _cell_overrides() -> list[str]:
+    """This job's command-line overrides (a sweep cell's own values among them)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _verbose() -> bool:
     """Tracebacks for config errors too: Hydra's own switch (HYDRA_FULL_ERROR=1) or hydra.verbose."""
     verbose = HydraConfig.get().verbose if HydraConfig.initialized() else False
@@ -50,8 +56,9 @@ def _verbose() -> bool:
 
 def run_job(cfg: DictConfig) -> float:
     """Train ``cfg``; return its final val top-1 (NaN if none). In a multirun a failure is recorded
-    and the sweep goes on; a single run re-raises it so the process exits non-zero, and a config
-    that cannot run prints one line, ``error: <key>=<value>: <why>; valid: ...``, and exits 2."""
+    and the sweep goes on; a single run prints one line, ``error: <run> failed: <why>; run <id> ...``,
+    and exits 1 (``HYDRA_FULL_ERROR=1`` re-raises it), and a config that cannot run prints one line,
+    ``error: <key>=<value>: <why>; valid: ...``, and exits 2."""
     started, warm = _CLOCK.begin()
     set_threads(int(cfg.trainer.threads))
     keep_freed_memory()
@@ -89,15 +96,27 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
         outcome = Outcome(RunStatus.REFUSED, run_name(cfg), detail=str(exc))
     except Exception as exc:
         watcher.restore()
-        if sweep_dir is None:
-            raise
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if sweep_dir is None:
+            if _verbose():
+                raise
+            where = "; ".join(getattr(exc, "__notes__", []))
+            print(f"error: {run_name(cfg)} failed: {reason}" + (f"; {where}" if where else ""), file=sys.stderr,
+                  flush=True)
+            raise SystemExit(1) from None
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
         outcome = Outcome(RunStatus.FAILED, run_name(cfg), detail=reason)
+    requeued = outcome.status == RunStatus.STOPPED and watcher.signum not in (None, signal.SIGINT)
+    if sweep_dir is not None and not requeued:  # a requeued job records its run when it runs again
+        outcome.overrides = _cell_overrides()
+        record(sweep_dir, outcome)
+    if outcome.status == RunStatus.STOPPED and watcher.signum == signal.SIGINT:
+        watcher.restore()
+        print(f"stopped: {run_name(cfg)} {outcome.detail}; run {outcome.run_id} is KILLED with a checkpoint; "
+              "the same command resumes it", file=sys.stderr, flush=True)
+        raise SystemExit(130)  # the shell's code for a Ctrl-C
     if outcome.status == RunStatus.STOPPED and watcher.signum is not None:
         watcher.hand_over()  # under submitit this requeues the job and exits
         raise SystemExit(f"stopped by signal {watcher.signum}: {outcome.detail}; the same command resumes it")
     watcher.restore()
-    if sweep_dir is not None:
-        record(sweep_dir, outcome)
     return outcome.val_acc1

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -23,7 +22,7 @@ from rich.table import Table
 from ..config import ConfigError, config_hash, run_name
 from ..decision import checkpoint_path, decide
 from ..preflight import check_run
-from ..tracking import resolve_uri, with_retry
+from ..tracking import open_client, resolve_uri, with_retry
 from ..tracking_schema import HASH_TAG
 from .cells import Cell
 from .cost import (
@@ -71,7 +70,7 @@ def _runs_by_hash(cfg: DictConfig) -> dict[str, list]:
     found: dict[str, list] = defaultdict(list)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return found  # no store yet (and opening it would create one)
-    client = MlflowClient(uri)
+    client = open_client(uri)
     exp = with_retry(client.get_experiment_by_name, str(cfg.tracking.experiment))
     if exp is None:
         return found

@@ -4,7 +4,8 @@ submitit sends SIGUSR2 ``signal_delay_s`` before a time limit or preemption; its
 requeues the job and exits at once, which would lose the epoch in progress. This watcher takes
 the signal, lets the trainer save a mid-epoch checkpoint, then hands over to submitit's handler
 (requeue + exit). SIGTERM (``scancel``, ``scontrol requeue``) gets the same checkpoint, after which
-the run is closed as KILLED and the next launch resumes it.
+the run is closed as KILLED and the next launch resumes it. SIGINT (Ctrl-C, sent to the whole process
+group) is handled like SIGTERM; a second Ctrl-C interrupts at once, without the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import threading
 class PreemptionWatcher:
     """Callable ``() -> bool``: True once a stop signal arrived."""
 
-    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+    REASONS = {signal.SIGUSR2: "preempted", signal.SIGTERM: "preempted",
+               signal.SIGINT: "interrupted by the user"}
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -32,6 +35,13 @@ class PreemptionWatcher:
         # print, not logging: a signal handler may interrupt a logging call that holds its lock
         print(f"[dnrt] caught {signal.Signals(signum).name}: checkpointing at the next step", flush=True)
         self.signum = signum
+        if signum == signal.SIGINT:  # the next Ctrl-C stops at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @property
+    def reason(self) -> str:
+        """Why training stops, for the run's status detail."""
+        return self.REASONS.get(self.signum, "preempted")
 
     def __call__(self) -> bool:
         return self.signum is not None

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import signature_version
-from ..tracking import git_sha, resolve_uri
+from ..tracking import TrackingUnreachable, git_sha, open_client, resolve_uri
 from ..tracking_schema import (
     CONFIG_ARTIFACT,
     GIT_TAG,
@@ -122,7 +121,10 @@ def resolve(run_id: str, overrides: Sequence[str]) -> Rerun:
     """The run ``run_id`` in the store (``tracking.uri=`` among ``overrides``, else the default one),
     as something to launch. Raises :class:`RerunRefused` for an unknown id or a run without a config."""
     uri = _uri(overrides)
-    client = MlflowClient(uri)
+    try:
+        client = open_client(uri)
+    except TrackingUnreachable as exc:
+        raise RerunRefused(f"error: --rerun {run_id}: {exc}".splitlines()[0]) from None
     try:
         run = client.get_run(run_id)
     except MlflowException:

@@ -46,14 +46,33 @@ def read_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     return kept
 
 
+def distinguishing(rows: list[dict[str, Any]]) -> list[str]:
+    """Per row, the overrides that tell its cell from the others: the keys whose values differ
+    between the rows (``optim.lr=1e6``); "" where every row has the same."""
+    cells = [dict(o.split("=", 1) for o in r.get("overrides") or [] if "=" in o) for r in rows]
+    keys = sorted({k for c in cells for k in c})
+    varying = [k for k in keys if len({c.get(k) for c in cells}) > 1]
+    return [" ".join(f"{k}={c[k]}" for k in varying if k in c) for c in cells]
+
+
+def label(row: dict[str, Any], cell: str) -> str:
+    """The run name, with the cell's distinguishing overrides where there are some."""
+    return f"{row['run_name']} [{cell}]" if cell else row["run_name"]
+
+
+def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``<run name> [<its distinguishing overrides>]: <why>`` for each failed row."""
+    return [f"{label(r, c)}: {r['detail']}" for r, c in zip(rows, distinguishing(rows)) if r["status"] == "failed"]
+
+
 def print_summary(rows: list[dict[str, Any]], expected: int | None = None) -> Counter:
     counts = Counter(r["status"] for r in rows)
     table = Table(title=f"sweep summary: {len(rows)} runs" + (f" of {expected}" if expected else ""))
-    for col in ("run", "status", "val top-1", "detail"):
+    for col in ("run", "cell", "status", "val top-1", "detail"):
         table.add_column(col)
-    for r in sorted(rows, key=lambda r: r["run_name"]):
+    for r, cell in sorted(zip(rows, distinguishing(rows)), key=lambda rc: (rc[0]["run_name"], rc[1])):
         acc = r.get("val_acc1")
-        table.add_row(r["run_name"], r["status"], "" if acc is None or acc != acc else f"{acc:.2f}",
+        table.add_row(r["run_name"], cell, r["status"], "" if acc is None or acc != acc else f"{acc:.2f}",
                       str(r.get("detail", ""))[:80])
     console = Console(width=140)
     console.print(table)

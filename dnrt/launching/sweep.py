@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from ..config import run_name
-from ..tracking import ensure_experiment, resolve_uri, with_retry
+from ..tracking import ensure_experiment, open_client, resolve_uri, with_retry
 from ..tracking_schema import (
     HYDRA_OVERRIDES_TAG,
+    JOB_TAG,
     KIND_TAG,
     OVERRIDES_PARAM,
     OVERRIDES_TAG,
@@ -40,6 +40,7 @@ from .plan import check_cells, plan_cells, print_plan
 from .process import current_job_id
 from .refusal import SweepRefused
 from .summary import record
+from .sweep_end import launcher_id, retire_dead_sweeps
 
 log = logging.getLogger(__name__)
 ON_INVALID = ("stop", "skip")
@@ -54,14 +55,15 @@ def begin_sweep(config: DictConfig) -> RunContext:
         return existing
     uri = resolve_uri(config.tracking.uri)
     experiment_id = ensure_experiment(uri, str(config.tracking.experiment))
-    client = MlflowClient(uri)
+    client = open_client(uri)
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     overrides = " ".join(config.hydra.overrides.task)
     # the launcher and other hydra/ choices: what `launch.py --rerun <this run>` launches with
     hydra_overrides = " ".join(o for o in config.hydra.overrides.hydra if o.startswith("hydra/"))
+    retire_dead_sweeps(client, experiment_id)
     run = with_retry(client.create_run, experiment_id, run_name=f"sweep-{sweep_id}",
                      tags={SWEEP_TAG: sweep_id, KIND_TAG: SWEEP_KIND, OVERRIDES_TAG: overrides,
-                           SWEEP_DIR_TAG: str(sweep_dir),
+                           SWEEP_DIR_TAG: str(sweep_dir), JOB_TAG: launcher_id(),
                            HYDRA_OVERRIDES_TAG: hydra_overrides})
     with_retry(client.log_param, run.info.run_id, OVERRIDES_PARAM, overrides[:6000])
     context = RunContext(experiment_id, run.info.run_id, sweep_id, uri)
@@ -96,5 +98,6 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
         if cell.index in refused:
             name = run_name(cell.cfg) if cell.cfg is not None else " ".join(cell.overrides)
             log.warning(f"refused #{cell.index} {name}: {refused[cell.index]}")
-            record(sweep_dir, Outcome(RunStatus.REFUSED, name, detail=refused[cell.index]))
+            record(sweep_dir, Outcome(RunStatus.REFUSED, name, detail=refused[cell.index],
+                                      overrides=list(cell.overrides)))
     return [list(c.overrides) for c in cells if c.index not in refused]

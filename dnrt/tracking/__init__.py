@@ -6,6 +6,7 @@ from .store import (
     TrackingUnreachable,
     check_reachable,
     ensure_experiment,
+    open_client,
     project_root,
     resolve_uri,
     store_uri,
@@ -14,5 +15,5 @@ from .store import (
 
 __all__ = [
     "RunTracker", "TrackingUnreachable", "check_reachable", "ensure_experiment", "find_runs",
-    "git_sha", "project_root", "resolve_uri", "store_uri", "with_retry",
+    "git_sha", "open_client", "project_root", "resolve_uri", "store_uri", "with_retry",
 ]

@@ -1,12 +1,17 @@
 """The MLflow store: where it is, reaching it, creating it once, and surviving many writers.
 
 Two failure modes of many processes starting at once against one sqlite file are designed out
-here: the schema migration runs in one process (whoever calls :func:`ensure_experiment` before
-fan-out), and experiments are addressed by id afterwards, never created by name in a race.
+here: the schema migration runs in one process at a time (whoever opens the store first, under a
+lock file beside the database: the launching process, before fan-out), and experiments are
+addressed by id afterwards, never created by name in a race. Opening the store (client, schema
+check, migration) is retried like every write.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import random
 import time
@@ -21,8 +26,10 @@ from mlflow.exceptions import MlflowException
 
 from ..tracking_schema import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
-_TRANSIENT = ("database is locked", "database table is locked", "busy", "connection", "timed out", "503", "502")
+_TRANSIENT = ("database is locked", "database table is locked", "busy", "connection", "timed out", "503", "502",
+              "online migration")  # another process migrating the same new store
 
 
 def project_root() -> Path:
@@ -40,15 +47,18 @@ def resolve_uri(uri: str | None) -> str:
 
 
 def with_retry(fn: Callable[..., T], *args, attempts: int = 8, base_delay: float = 0.2, **kwargs) -> T:
-    """Call ``fn``, retrying transient store errors (sqlite locks, a busy server) with jittered
-    exponential backoff."""
+    """Call ``fn``, retrying transient store errors (sqlite locks, a busy server; MLflow's, SQLAlchemy's
+    or the network's) with jittered exponential backoff, and one warning line when it has to wait."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except (MlflowException, OSError) as exc:
+        except Exception as exc:
             transient = any(s in str(exc).lower() for s in _TRANSIENT)
             if not transient or attempt == attempts - 1:
                 raise
+            if attempt == 0:
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                log.warning(f"MLflow store busy ({first}); retrying with backoff")
             time.sleep(base_delay * 2**attempt * (0.5 + random.random()))
     raise AssertionError("unreachable")
 
@@ -75,13 +85,41 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
 
 
+@contextlib.contextmanager
+def _migration_lock(uri: str):
+    """For a sqlite store, an exclusive lock on ``<db>.lock`` while the store is opened: of several
+    processes opening a new store at once, one migrates it and the others find it migrated."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _opened(uri: str) -> MlflowClient:
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)  # builds the store: connection, schema check, migration
+    return client
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client of the store at ``uri``, opened (and a new sqlite store migrated) under the same
+    retry-with-backoff as writes; a tracking server that does not answer fails fast, naming it."""
+    check_reachable(uri)
+    with _migration_lock(uri):
+        return with_retry(_opened, uri)
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (schema migration) and the experiment if needed; return its id. The
     experiment is tagged as a model-training experiment (``mlflow.experimentKind``)."""
-    check_reachable(uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
+    client = open_client(uri)
     exp = with_retry(client.get_experiment_by_name, name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":

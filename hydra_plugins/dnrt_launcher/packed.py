@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
@@ -36,6 +36,20 @@ def prepare_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> list
     from dnrt.launching.sweep import prepare_sweep as prepare
 
     return prepare(launcher.config, launcher.hydra_context.config_loader, job_overrides)
+
+
+def guarded(launcher: Any, launch: Callable[[], Sequence[JobReturn]]) -> Sequence[JobReturn]:
+    """``launch()``; on any way out but a normal return (an error, Ctrl-C) the sweep's parent run is
+    closed with the summary so far (:func:`dnrt.launching.sweep_end.abort_sweep`)."""
+    try:
+        return launch()
+    except BaseException as exc:
+        from pathlib import Path
+
+        from dnrt.launching.sweep_end import abort_sweep
+
+        abort_sweep(Path(str(launcher.config.hydra.sweep.dir)), exc)
+        raise
 
 
 def assign_packs(num_runs: int, runs_per_job: int = 1, max_jobs: int | None = None) -> list[list[int]]:
@@ -63,6 +77,9 @@ class _PackedLauncher(BaseSubmititLauncher):
         job_overrides = prepare_sweep(self, job_overrides)
         if not job_overrides:
             return []
+        return guarded(self, lambda: self._launch_packs(job_overrides, initial_job_idx))
+
+    def _launch_packs(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         packs = assign_packs(len(job_overrides), self.runs_per_job, self.max_jobs)
         if len(packs) == len(job_overrides):
             self._packs = []
@@ -109,7 +126,10 @@ class CheckedBasicLauncher(BasicLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         job_overrides = prepare_sweep(self, job_overrides)
-        return super().launch(job_overrides, initial_job_idx) if job_overrides else []
+        if not job_overrides:
+            return []
+        launch = super().launch
+        return guarded(self, lambda: launch(job_overrides, initial_job_idx))
 
 
 class CheckedBasicSweeper(BasicSweeper):
