@@ -42,6 +42,10 @@ COMPOSE_ONLY = {
     "hparams_search=": "an Optuna search picks its trials as it runs, and hydra-optuna-sweeper divides by "
                        "the number of results a dry-run launch returns (none): ZeroDivisionError",
 }
+# `--rerun RUN_ID`: the id stands for one the reader has. The flag must exist (an unknown id is refused
+# in one line, exit 2) and every key the command sets must be a key of the config; tests/test_rerun.py
+# re-runs real runs.
+RERUN = "--rerun"
 # Commands that are not plans, each with why: they run as written and must succeed.
 NOT_PLANNED = {
     "--help": "prints Hydra's help (every group and its options) and creates nothing",
@@ -135,6 +139,13 @@ def test_doc_command_plans(command, shown_error, store):
         return
     # no data but what the command makes: data_dir is the default, relative to this test's directory
     env = {k: v for k, v in store.env().items() if k != "DNRT_DATA_DIR"}
+    if RERUN in args:
+        cfg = compose_cfg()
+        keys = [a.split("=")[0] for a in args if "=" in a and not a.startswith("[")]
+        assert all(k in cfg for k in keys), f"a --rerun command names keys the config lacks: {keys}"
+        proc = store.launch(RERUN, "0" * 32, f"tracking.uri={store.uri}", env=env)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+        return
     if any(flag in args for flag in NOT_PLANNED):
         proc = store.launch(*args, env=env)
         assert proc.returncode == 0 and proc.stdout.strip(), f"exit {proc.returncode}:\n{proc.stderr[-2000:]}"
