@@ -226,31 +226,28 @@ def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 # Dispatch
 
 
+# The ops that read only the pixels and the per-image argument: (x [n, C, H, W], arg [n]) -> x.
+PIXEL_OPS = {
+    "AutoContrast": lambda x, arg: autocontrast(x),
+    "Equalize": lambda x, arg: equalize(x),
+    "Invert": lambda x, arg: invert(x),
+    "PosterizeIncreasing": posterize,
+    "SolarizeIncreasing": solarize,
+    "SolarizeAdd": solarize_add,
+    "ColorIncreasing": color,
+    "ContrastIncreasing": contrast,
+    "BrightnessIncreasing": brightness,
+    "SharpnessIncreasing": sharpness,
+}
+
+
 def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, bicubic: torch.Tensor,
              fill: torch.Tensor) -> torch.Tensor:
     """Op ``name`` on grey-level images [n, C, H, W] with per-image ``arg`` [n] (from
     :func:`level_to_arg`), geometric filter ``bicubic`` [n] and ``fill`` [C] (0..255)."""
     h, w = x.shape[-2:]
-    if name == "AutoContrast":
-        return autocontrast(x)
-    if name == "Equalize":
-        return equalize(x)
-    if name == "Invert":
-        return invert(x)
-    if name == "PosterizeIncreasing":
-        return posterize(x, arg)
-    if name == "SolarizeIncreasing":
-        return solarize(x, arg)
-    if name == "SolarizeAdd":
-        return solarize_add(x, arg)
-    if name == "ColorIncreasing":
-        return color(x, arg)
-    if name == "ContrastIncreasing":
-        return contrast(x, arg)
-    if name == "BrightnessIncreasing":
-        return brightness(x, arg)
-    if name == "SharpnessIncreasing":
-        return sharpness(x, arg)
+    if name in PIXEL_OPS:
+        return PIXEL_OPS[name](x, arg)
     if name == "Rotate":
         return affine(x, rotate_matrix(arg, h, w), bicubic, fill)
     if name in GEOMETRIC:
