@@ -43,16 +43,17 @@ def _steps(dyadic: bool):
     return steps
 
 
-def _worker(rank, world, init_file, scenarios, out):
-    """For each (steps, momentum): a fresh ARR fed this rank's block of every step; saves, per step,
-    the loss and every tap's memory."""
+def _worker(rank, world, init_file, scenarios, out, memory="global"):
+    """For each (steps, momentum): a fresh ARR (``memory``: one for all ranks, or one per rank) fed this
+    rank's block of every step; saves, per step, the loss and every tap's memory."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         records = []
         for steps, momentum in scenarios:
             model = FixedTaps()
-            arr = ARR(model, NUM_CLASSES, ["a", "b"], momentum=momentum, sample=torch.zeros(2, sum(WIDTHS)))
+            arr = ARR(model, NUM_CLASSES, ["a", "b"], momentum=momentum, sample=torch.zeros(2, sum(WIDTHS)),
+                      memory=memory)
             record = []
             for x, y, sizes in steps:
                 lo = sum(sizes[:rank])

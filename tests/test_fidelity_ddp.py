@@ -15,42 +15,18 @@ from torch import nn
 
 from dnrt.engine.optim import scale_lr_per_device
 from dnrt.factory import build_components, build_optimizer
-from dnrt.nn import ARR
 from dnrt.preflight import check_run
 from dnrt.tracking_schema import ARR_RANKS_TAG
 from dnrt.types import DistInfo
 from tests.harness.config import FAST, ROOT, TINY_RESNET, compose_cfg
-from tests.test_ddp_exact import NUM_CLASSES, SCENARIOS, WIDTHS, FixedTaps, _one_by_one
+from tests.test_ddp_exact import SCENARIOS, WIDTHS, _one_by_one, _worker
 
 # Spawns gloo process groups: not in `make test-fast`.
 pytestmark = pytest.mark.slow
 
 
-def _worker(rank, world, init_file, out):
-    """A per-rank ARR fed this rank's block of every step of every scenario; saves loss and memories."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        records = []
-        for steps, momentum in SCENARIOS:
-            model = FixedTaps()
-            arr = ARR(model, NUM_CLASSES, ["a", "b"], momentum=momentum, sample=torch.zeros(2, sum(WIDTHS)),
-                      memory="rank")
-            record = []
-            for x, y, sizes in steps:
-                lo = sum(sizes[:rank])
-                model(x[lo:lo + sizes[rank]])
-                loss = arr(y[lo:lo + sizes[rank]])
-                record.append((loss.detach(), [m.mean.clone() for m in arr.memories],
-                               [m.count.clone() for m in arr.memories]))
-            records.append(record)
-        torch.save(records, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_each_rank_memory_is_the_loop_over_its_own_samples_only(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), SCENARIOS, str(tmp_path), "rank"), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for s, (steps, momentum) in enumerate(SCENARIOS):
         for rank in range(2):
