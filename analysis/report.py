@@ -35,7 +35,15 @@ from .ablation import EXIT_NO_DATA
 from .heatmap import accuracy_figure
 from .paper import matching_layouts
 from .plots import build_facets, curves
-from .runs import AnalysisError, add_query_args, fetch_runs, open_client, query_from_args, shared_parent
+from .runs import (
+    AnalysisError,
+    add_query_args,
+    fetch_runs,
+    open_client,
+    query_from_args,
+    quiet_downloads,
+    shared_parent,
+)
 from .summary import SweepSummary, find_parent, summarize
 from .table import add_pivot_args
 
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         client = open_client(query)
         runs, experiment_id = fetch_runs(query, client)
         parent = find_parent(client, experiment_id, args.sweep_id) if args.sweep_id else shared_parent(runs)
-        page = build_page(args, client, runs, experiment_id, parent, err)
+        with quiet_downloads():
+            page = build_page(args, client, runs, experiment_id, parent, err)
     except AnalysisError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_NO_DATA

@@ -4,10 +4,8 @@ layers, the MLP activation's output on the class token (:mod:`analysis.mlp_respo
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +26,8 @@ from dnrt.tracking_schema import CHECKPOINT_ARTIFACT, CHECKPOINT_TAG, CONFIG_ART
 from dnrt.types import DistInfo
 
 from .mlp_responses import MlpActTaps
-from .runs import AnalysisError
+from .runs import AnalysisError, quiet_downloads
 
-PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MAX_SHIFTS_PER_LAYER = 20_000  # enough for a violin; keeps a ResNet's per-position shifts small
 
 
@@ -97,19 +94,6 @@ def _last_taps(cfg: DictConfig, model: torch.nn.Module) -> tuple[list[str], str]
         taps, pooling = default_taps(model)
     return list(taps), pooling
 
-
-@contextlib.contextmanager
-def quiet_downloads() -> Iterator[None]:
-    """MLflow without its progress bar per downloaded file (noise in a report) for the duration, unless
-    the user set the switch: MLflow reads it from the environment at each download."""
-    if PROGRESS_BAR_VAR in os.environ:
-        yield
-        return
-    os.environ[PROGRESS_BAR_VAR] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(PROGRESS_BAR_VAR, None)
 
 
 @torch.no_grad()

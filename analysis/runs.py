@@ -8,6 +8,9 @@ One row per run; columns ``run_id``, ``run_name``, ``start_time``, ``params.<key
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,3 +206,20 @@ def metric_history(client: MlflowClient, run_ids: list[str], key: str, workers: 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run_ids)))) as pool:
         rows = [r for part in pool.map(one, run_ids) for r in part]
     return pd.DataFrame(rows, columns=["run_id", "step", "value"])
+
+
+PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow without its progress bar per downloaded file (noise in a report) for the duration, unless
+    the user set the switch: MLflow reads it from the environment at each download."""
+    if PROGRESS_BAR_VAR in os.environ:
+        yield
+        return
+    os.environ[PROGRESS_BAR_VAR] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_BAR_VAR, None)
