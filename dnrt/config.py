@@ -26,6 +26,15 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={_show(value)}: {why}" + (f"; valid: {valid}" if valid else ""))
 
 
+class DataNotFound(ConfigError):
+    """A :class:`ConfigError` for a data set whose files are not on this machine (the config itself
+    may be fine). ``data``: the data set object, where it could be built without its files."""
+
+    def __init__(self, key: str, value: Any, why: str, data: Any = None):
+        super().__init__(key, value, why)
+        self.data = data
+
+
 def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 

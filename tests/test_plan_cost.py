@@ -11,7 +11,7 @@ from dnrt.launching.cost import StepTimes, speed_key
 from dnrt.preflight import check_run
 from dnrt.tracking_schema import TRAIN_THROUGHPUT
 from dnrt.types import DistInfo
-from tests.harness.config import SMALL, compose_cfg
+from tests.harness.config import SMALL, TINY_RESNET, compose_cfg
 
 EPOCHS = 3
 CELLS = [*SMALL, f"trainer.epochs={EPOCHS}", "act=gelu,raa"]
@@ -92,3 +92,55 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def _published_steps(dataset: str, fraction: float, batch: int) -> int:
+    """Steps per epoch from the published CIFAR train splits, written out: CIFAR-100's 100 x 500 images,
+    CIFAR-10-LT's floor(5000 * 100^(-k/9)) per class (ratio 100); per class floor(f * n + 0.5) (at least
+    1); the last partial batch kept when both the set and the batch are even (``drop_last=odd``)."""
+    counts = [500] * 100 if dataset == "cifar100" else [math.floor(5000 * 100 ** (-k / 9)) for k in range(10)]
+    n = sum(max(1, math.floor(fraction * c + 0.5)) for c in counts)
+    return math.ceil(n / batch) if n % 2 == 0 and batch % 2 == 0 else n // batch
+
+
+def test_cells_whose_cifar_files_are_not_here_are_priced_from_the_published_split(store, tmp_path):
+    """No CIFAR files under data_dir: the cells are refused (they cannot run here) but still priced, their
+    steps from the published split sizes and their step time calibrated on stand-in images of that shape."""
+    plan = _plan(store, *TINY_RESNET, "trainer.progress=false", "trainer.threads=1", "trainer.batch_size=64",
+                 f"data_dir={tmp_path / 'nothing'}", "dataset=cifar100,cifar10_lt", "dataset.fraction=0.1,1.0",
+                 "dataset.drop_last=odd", "trainer.epochs=2", "--calibrate", "sweep.calibrate_steps=[0,1]")
+    table = StepTimes(store.root / "step_times.json").table
+    (calibrated,) = table.values()  # one speed key: same model, act, regularizer, size and batch
+    for row in plan["cells"]:
+        assert row["action"] == "refused" and "not found" in row["detail"]
+        dataset = "cifar100" if "cifar100" in row["run_name"] else "cifar10_lt"
+        fraction = float(next(o for o in row["overrides"].split() if o.startswith("dataset.fraction=")).split("=")[1])
+        cost = row["cost"]
+        assert cost["steps_per_epoch"] == _published_steps(dataset, fraction, 64), row["overrides"]
+        assert cost["step_time_s"] == calibrated and "stand-in images" in cost["step_time_source"]
+        assert math.isclose(cost["wall_h"] * 3600, 2 * cost["steps_per_epoch"] * calibrated)
+    assert plan["cost"]["cells_data_missing"] == 4 and plan["cost"]["cells_unknown"] == 0
+
+
+def test_a_refused_cell_without_a_published_size_is_not_priced(store, tmp_path):
+    plan = _plan(store, *TINY_RESNET, "trainer.progress=false", f"data_dir={tmp_path / 'nothing'}",
+                 "dataset=imagenet100")
+    (row,) = plan["cells"]
+    assert row["action"] == "refused" and row["cost"] is None
+    assert plan["cost"]["cells_refused_unpriced"] == 1 and plan["cost"]["cells_data_missing"] == 0
+
+
+def test_a_bad_calibrate_steps_is_one_line_naming_the_key(store):
+    proc = store.launch("-m", *SMALL, *store.overrides(), "--plan", "--calibrate", "sweep.calibrate_steps=[2]")
+    assert proc.returncode == 2
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: sweep.calibrate_steps=[2]: expected [warm-up steps >= 0, timed steps >= 1]")
+
+
+def test_steps_follow_the_loaders_odd_rule(store):
+    """``dataset.drop_last=odd`` keeps the last partial batch of an even set and batch: the plan counts
+    what the trainer's loader counts, which here is one step more than dropping it."""
+    odd = [*SMALL, "dataset.drop_last=odd"]
+    plan = _plan(store, *odd, "trainer.epochs=1")
+    (row,) = plan["cells"]
+    assert row["cost"]["steps_per_epoch"] == _loader_steps(odd) == _loader_steps([*SMALL, "dataset.drop_last=true"]) + 1

@@ -37,16 +37,19 @@ class CifarLayout:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     paper_std: tuple[float, float, float]  # the authors' constants (normalization='paper')
+    num_classes: int
+    train_per_class: int  # every class of the published train split has this many images
 
 
 LAYOUTS = {
     "cifar10": CifarLayout("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
                            ("test_batch",), "batches.meta", "labels", "label_names",
                            "cifar-10-python.tar.gz", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           (0.2023, 0.1994, 0.2010)),
+                           (0.2023, 0.1994, 0.2010), 10, 5000),
     "cifar100": CifarLayout("CIFAR-100", "cifar-100-python", ("train",), ("test",), "meta", "fine_labels",
                             "fine_label_names", "cifar-100-python.tar.gz",
-                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (0.2673, 0.2564, 0.2762)),
+                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (0.2673, 0.2564, 0.2762),
+                            100, 500),
 }
 
 
@@ -188,6 +191,12 @@ class CifarData(ArrayData):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def nominal_train_counts(self) -> list[int]:
+        """Train images per class of the published data set, without reading a file (what a plan
+        counts steps from when the files are not on this machine)."""
+        layout = LAYOUTS[self.variant]
+        return [layout.train_per_class] * layout.num_classes
 
     def check_files(self) -> None:
         """Open every file a run reads (:class:`DataFileError` naming a bad one)."""

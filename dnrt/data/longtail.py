@@ -86,6 +86,11 @@ class CifarLongTailData(CifarData):
         n_max = int(torch.bincount(train.labels, minlength=self.num_classes).min())
         return long_tail_counts(n_max, self.num_classes, self.imbalance_ratio)
 
+    def nominal_train_counts(self) -> list[int]:
+        """:meth:`class_counts` of the published train split, without reading a file."""
+        full = super().nominal_train_counts()
+        return long_tail_counts(min(full), len(full), self.imbalance_ratio)
+
     def splits(self, seed: int) -> tuple[Split, Split]:
         train, test = self.base_splits()
         default = 0 if self.selection == "ldam" else seed

@@ -12,7 +12,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from ..config import ConfigError
+from ..config import ConfigError, DataNotFound
 from ..data import DataFileError, DatasetNotFoundError
 from ..nn import ARR
 from ..types import DistInfo
@@ -31,13 +31,16 @@ def instantiate_dataset(cfg: DictConfig):
     """The data set object; its files are checked (``num_classes`` reads the class list, and a data
     set's ``check_files()``, where it has one, opens every file a run reads)."""
     target = cfg.dataset.get("_target_")
+    data = None
     try:
         data = instantiate(cfg.dataset)
         num_classes = data.num_classes
         check_files = getattr(data, "check_files", None)
         if check_files is not None:  # every file the run will read is opened here, before any run exists
             check_files()
-    except (DatasetNotFoundError, DataFileError) as exc:
+    except DatasetNotFoundError as exc:
+        raise DataNotFound("dataset.root", cfg.dataset.get("root", cfg.get("data_dir")), str(exc), data) from None
+    except DataFileError as exc:
         raise ConfigError("dataset.root", cfg.dataset.get("root", cfg.get("data_dir")), str(exc)) from None
     except (InstantiationException, TypeError, ValueError) as exc:
         err = unknown_key("dataset", exc, get_method(target) if target else None, cfg.dataset)

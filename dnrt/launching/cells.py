@@ -28,6 +28,10 @@ class Cell:
     cfg: DictConfig | None  # the job's config without the hydra node; None if it did not compose
     error: str = ""
     checked: Any = None  # the CheckedRun its preflight made (data set built), once checked
+    # its data set's files are not here: the published split's images per class, and a CheckedRun on
+    # stand-in images of the same shape (what a plan estimates the cell's cost from), where known
+    nominal_counts: list[int] | None = None
+    stand_in: Any = None
 
 
 def _groups(config_loader) -> set[str]:

@@ -10,6 +10,7 @@ unknown: no number is made up.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import statistics
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..data import EpochLoader
+from ..config import ConfigError
+from ..data import ArrayData, EpochLoader
 from ..data.sampling import derive_seed, stratified_subset
 from ..engine.loops import StepConfig, train_one_epoch
 from ..factory import build_components
@@ -91,8 +93,37 @@ def steps_per_epoch(cfg: DictConfig, data, world_size: int = 1) -> int | None:
     train, _ = data.splits(int(cfg.seed))
     n = len(stratified_subset(train.labels, data.fraction, derive_seed(int(cfg.seed), "train")))
     loader = EpochLoader(n, batch_size=int(cfg.trainer.batch_size) // world_size, seed=0, train=True,
-                         world_size=world_size, drop_last=bool(data.drop_last))
+                         world_size=world_size, drop_last=data.drop_last)
     return len(loader)
+
+
+def nominal_steps(cfg: DictConfig, counts: list[int], world_size: int = 1) -> int:
+    """:func:`steps_per_epoch` of a data set whose files are not here, from its published train
+    split's images per class ``counts`` (``fraction`` keeps the same per-class numbers)."""
+    labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    n = len(stratified_subset(labels, float(cfg.dataset.fraction), derive_seed(int(cfg.seed), "train")))
+    loader = EpochLoader(n, batch_size=int(cfg.trainer.batch_size) // world_size, seed=0, train=True,
+                         world_size=world_size, drop_last=cfg.dataset.get("drop_last", True))
+    return len(loader)
+
+
+# the recipe keys every in-memory data set takes (augmentation, interpolation, normalisation, ...)
+_RECIPE_KEYS = tuple(p for p in inspect.signature(ArrayData.__init__).parameters if p not in ("self", "name"))
+
+
+def stand_in_config(cfg: DictConfig, data, counts: list[int]) -> DictConfig:
+    """``cfg`` with its data set replaced by random images of the same shape, class count and recipe
+    (:class:`dnrt.data.SyntheticData`): a step on them costs what a step on the real images does."""
+    node = {k: cfg.dataset[k] for k in _RECIPE_KEYS if k in cfg.dataset}
+    batch = int(cfg.trainer.batch_size)
+    node.update({"_target_": "dnrt.data.SyntheticData", "name": str(cfg.dataset.name), "num_classes": len(counts),
+                 "img_size": int(cfg.dataset.get("img_size") or data.native_size), "in_chans": int(data.in_chans),
+                 "num_samples": min(sum(counts), batch * sum(CALIBRATION_STEPS)), "val_samples": batch,
+                 "fraction": 1.0})
+    out = cfg.copy()
+    with open_dict(out):
+        out.dataset = OmegaConf.create(node)
+    return out
 
 
 def store_step_time(cfg: DictConfig, runs: list, device: str) -> tuple[float, str] | None:
@@ -157,18 +188,30 @@ class _FirstBatches:
                     return
 
 
-def calibrate(run, device_name: str | None = None) -> tuple[float, str]:
+def calibration_steps(cfg: DictConfig) -> tuple[int, int]:
+    """``sweep.calibrate_steps``: [warm-up steps, timed steps] (default ``CALIBRATION_STEPS``)."""
+    value = cfg.get("sweep", {}).get("calibrate_steps", list(CALIBRATION_STEPS))
+    steps = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else None
+    if steps is None or len(steps) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps) \
+            or steps[0] < 0 or steps[1] < 1:
+        raise ConfigError("sweep.calibrate_steps", OmegaConf.to_container(value) if OmegaConf.is_config(value)
+                          else value, "expected [warm-up steps >= 0, timed steps >= 1]")
+    return steps[0], steps[1]
+
+
+def calibrate(run, device_name: str | None = None, steps: tuple[int, int] = CALIBRATION_STEPS) -> tuple[float, str]:
     """Seconds per training step of the checked run ``run`` on this machine's device: its model,
-    ARR, optimizer and loader as built for training, ``CALIBRATION_STEPS`` warm-up then timed steps
-    of ``dnrt.engine.loops.train_one_epoch``. Returns (seconds, device label)."""
+    ARR, optimizer and loader as built for training, ``steps`` = (warm-up, timed) steps of
+    ``dnrt.engine.loops.train_one_epoch``. Returns (seconds, device label)."""
     parts = build_components(run, DistInfo())
     cfg = run.cfg
     step_cfg = StepConfig(arr_weight=float(cfg.regularizer.weight) if parts.arr is not None else 0.0,
                           grad_clip=cfg.trainer.grad_clip, amp_dtype=parts.amp_dtype, progress=False)
-    warmup, timed = CALIBRATION_STEPS
+    warmup, timed = steps
     parts.train_loader.set_epoch(0)
     args = (parts.model, None, parts.optimizer, parts.scheduler, parts.arr, step_cfg, 0, parts.device)
-    train_one_epoch(*args[:1], _FirstBatches(parts.train_loader, warmup), *args[2:], scaler=parts.scaler)
+    if warmup:
+        train_one_epoch(*args[:1], _FirstBatches(parts.train_loader, warmup), *args[2:], scaler=parts.scaler)
     m = train_one_epoch(*args[:1], _FirstBatches(parts.train_loader, timed), *args[2:], scaler=parts.scaler)
     return m[EPOCH_TIME] / timed, device_name or device_label(parts.device)
 

@@ -70,8 +70,14 @@ def run_job(cfg: DictConfig) -> float:
 
 def _plan_single(cfg: DictConfig) -> float:
     cells = [Cell(0, [], cfg)]
-    rows = plan_cells(cells, check_cells(cells), current_job_id(),
-                      calibrate_now=bool(cfg.get("sweep", {}).get("calibrate", False)))
+    try:
+        rows = plan_cells(cells, check_cells(cells), current_job_id(),
+                          calibrate_now=bool(cfg.get("sweep", {}).get("calibrate", False)))
+    except ConfigError as exc:  # a plan setting (the cell's own problems are rows)
+        if _verbose():
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     print_plan(rows, as_json=str(cfg.dry_run) == "json")
     return math.nan
 

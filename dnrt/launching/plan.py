@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, config_hash, run_name
+from ..config import ConfigError, DataNotFound, config_hash, run_name
 from ..decision import checkpoint_path, decide
 from ..preflight import check_run
 from ..tracking import open_client, resolve_uri, with_retry
@@ -30,10 +30,13 @@ from .cost import (
     Resources,
     StepTimes,
     calibrate,
+    calibration_steps,
     device_label,
     device_type,
     estimate,
+    nominal_steps,
     speed_key,
+    stand_in_config,
     steps_per_epoch,
     store_step_time,
 )
@@ -47,7 +50,7 @@ class PlanRow:
     action: str  # new | skip | resume | busy | refused
     detail: str = ""
     overrides: str = ""
-    cost: Cost | None = None  # None for a refused cell
+    cost: Cost | None = None  # None for a refused cell, unless only its data files are missing
     model: str = ""
 
 
@@ -60,9 +63,26 @@ def check_cells(cells: list[Cell]) -> dict[int, str]:
             continue
         try:
             cell.checked = check_run(cell.cfg)
+        except DataNotFound as exc:
+            refused[cell.index] = str(exc)
+            _stand_in(cell, exc.data)
         except ConfigError as exc:
             refused[cell.index] = str(exc)
     return refused
+
+
+def _stand_in(cell: Cell, data) -> None:
+    """For a cell whose data files are not here but whose data set knows its published size: the
+    split's class counts, and the cell checked on stand-in images (every other check still runs)."""
+    nominal = getattr(data, "nominal_train_counts", None)
+    if nominal is None:
+        return
+    counts = nominal()
+    try:
+        cell.stand_in = check_run(stand_in_config(cell.cfg, data, counts))
+    except ConfigError:  # another problem than the data: no estimate (the refusal names the first)
+        return
+    cell.nominal_counts = counts
 
 
 def _runs_by_hash(cfg: DictConfig) -> dict[str, list]:
@@ -92,16 +112,19 @@ def plan_cells(cells: list[Cell], refused: dict[int, str], job_id: str, resource
     the job that would run them (a RUNNING run it started is not someone else's live run).
     ``resources``: where they would run (default: here); ``calibrate_now``: time the step of each
     distinct speed key that neither the store nor the calibration table has (module :mod:`.cost`)."""
-    valid = [c for c in cells if c.index not in refused]
-    runs = _runs_by_hash(valid[0].cfg) if valid else {}
-    costs = _Costs(valid[0].cfg, [r for rs in runs.values() for r in rs], resources or Resources(),
-                   calibrate_now) if valid else None
+    composed = [c for c in cells if c.cfg is not None]
+    runs = _runs_by_hash(composed[0].cfg) if composed else {}
+    costs = _Costs(composed[0].cfg, [r for rs in runs.values() for r in rs], resources or Resources(),
+                   calibrate_now) if composed else None
     rows = []
     for cell in cells:
         overrides = " ".join(cell.overrides)
         if cell.index in refused:
             name = run_name(cell.cfg) if cell.cfg is not None else "?"
-            rows.append(PlanRow(cell.index, name, "", "refused", refused[cell.index], overrides))
+            # data not here: what the cell will cost once it is (its whole schedule)
+            cost = costs.of(cell, int(cell.cfg.trainer.epochs)) if cell.stand_in is not None else None
+            rows.append(PlanRow(cell.index, name, "", "refused", refused[cell.index], overrides, cost,
+                                str(cell.cfg.model.name) if cell.cfg is not None else ""))
             continue
         chash = config_hash(cell.cfg)
         decision, _ = decide(runs.get(chash, []), cell.cfg, checkpoint_path(cell.cfg, chash), job_id)
@@ -125,6 +148,7 @@ class _Costs:
     def __init__(self, cfg: DictConfig, runs: list, res: Resources, calibrate_now: bool):
         self.runs, self.res, self.calibrate_now = runs, res, calibrate_now
         self.table = StepTimes(str(cfg.sweep.get("step_times", "step_times.json")))
+        self.calibrate_steps = calibration_steps(cfg)
         self.here = device_label(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         self.steps: dict[tuple, int | None] = {}
 
@@ -135,8 +159,9 @@ class _Costs:
             return found
         key = speed_key(cfg)
         seconds = self.table.get(key, self.here)
-        if seconds is None and self.calibrate_now and cell.checked is not None:
-            seconds, _ = calibrate(cell.checked, self.here)
+        run = cell.checked or cell.stand_in
+        if seconds is None and self.calibrate_now and run is not None:
+            seconds, _ = calibrate(run, self.here, self.calibrate_steps)
             self.table.put(key, self.here, seconds)
         if seconds is None:
             return None
@@ -151,9 +176,13 @@ class _Costs:
         key = (OmegaConf.to_yaml(cell.cfg.dataset), int(cell.cfg.trainer.batch_size), world)
         if key not in self.steps and cell.checked is not None:
             self.steps[key] = steps_per_epoch(cell.cfg, cell.checked.data, world)
+        elif key not in self.steps and cell.nominal_counts is not None:
+            self.steps[key] = nominal_steps(cell.cfg, cell.nominal_counts, world)
         steps = self.steps.get(key)
-        return estimate(cell.cfg, steps, remaining_epochs, self.step_time(cell) if remaining_epochs else None,
-                        self.res)
+        step_time = self.step_time(cell) if remaining_epochs else None
+        if step_time is not None and cell.checked is None:  # priced on stand-in images
+            step_time = (step_time[0], step_time[1] + "; data not here: stand-in images, published split size")
+        return estimate(cell.cfg, steps, remaining_epochs, step_time, self.res)
 
 
 def cost_totals(rows: list[PlanRow]) -> dict:
@@ -170,7 +199,10 @@ def cost_totals(rows: list[PlanRow]) -> dict:
         per_model[r.model] += r.cost.device_hours
     return {"device_hours": sum(per_model.values()),
             "device_hours_per_model": dict(sorted(per_model.items())),
-            "cells_unknown": unknown, "cells_not_fitting_timeout": sum(
+            "cells_unknown": unknown,
+            "cells_data_missing": sum(1 for r in rows if r.action == "refused" and r.cost is not None),
+            "cells_refused_unpriced": sum(1 for r in rows if r.action == "refused" and r.cost is None),
+            "cells_not_fitting_timeout": sum(
                 1 for r in rows if r.cost is not None and r.cost.fits_timeout is False)}
 
 
@@ -191,7 +223,7 @@ def print_plan(rows: list[PlanRow], as_json: bool = False) -> None:
         c = r.cost or Cost()
         fits = "" if c.fits_timeout is None else ("yes" if c.fits_timeout else f"NO: {c.requeues} requeue(s)")
         step = "" if r.cost is None or c.total_steps == 0 else (
-            f"{_fmt(c.step_time_s, '.4f')} ({c.step_time_source})")
+            "unknown" if c.step_time_s is None else f"{c.step_time_s:.4f} ({c.step_time_source})")
         table.add_row(str(r.cell), r.run_name, r.config_hash, r.action, r.detail, _fmt(c.steps_per_epoch, "d"),
                       _fmt(c.total_steps, "d"), step, _fmt(c.wall_h, ".2f") if step else "", fits)
     console = Console(width=200)
@@ -199,6 +231,12 @@ def print_plan(rows: list[PlanRow], as_json: bool = False) -> None:
     console.print("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     models = ", ".join(f"{k} {v:.2f}" for k, v in cost["device_hours_per_model"].items())
     line = f"cost: {cost['device_hours']:.2f} device-hours" + (f" ({models})" if models else "")
+    if cost["cells_data_missing"]:
+        line += f"; includes {cost['cells_data_missing']} refused cell(s) whose data is not here (priced on " \
+                "stand-in images of the published size)"
+    if cost["cells_refused_unpriced"]:
+        line += f"; {cost['cells_refused_unpriced']} refused cell(s) not priced (a config error, or data whose " \
+                "size only its files tell)"
     if cost["cells_unknown"]:
         line += f"; {cost['cells_unknown']} cell(s) unknown (no store run, no calibration: --calibrate)"
     if cost["cells_not_fitting_timeout"]:

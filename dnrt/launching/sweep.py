@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..config import run_name
+from ..config import ConfigError, run_name
 from ..tracking import ensure_experiment, open_client, resolve_uri, with_retry
 from ..tracking_schema import (
     HYDRA_OVERRIDES_TAG,
@@ -35,7 +35,7 @@ from ..tracking_schema import (
 from ..types import Outcome, RunContext
 from .cells import compose_cells
 from .context import read_context, write_context
-from .cost import Resources
+from .cost import Resources, calibration_steps
 from .plan import check_cells, plan_cells, print_plan
 from .process import current_job_id
 from .refusal import SweepRefused
@@ -78,6 +78,10 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
     on_invalid = str(config.get("sweep", {}).get("on_invalid", "stop"))
     if on_invalid not in ON_INVALID:
         raise SweepRefused(f"error: sweep.on_invalid={on_invalid}: unknown policy; valid: {', '.join(ON_INVALID)}")
+    try:
+        calibration_steps(config)
+    except ConfigError as exc:
+        raise SweepRefused(f"error: {exc}") from None
     started = time.perf_counter()
     cells = compose_cells(config_loader, config, job_overrides)
     refused = check_cells(cells)
