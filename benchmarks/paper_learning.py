@@ -23,15 +23,17 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_sweep(uri: str, models: str, seeds: str) -> None:
+def run_sweep(uri: str, models: str, seeds: str, epochs: int | None = None) -> None:
     cmd = [sys.executable, "launch.py", "-m", "experiment=demo", f"model={models}", "mechanism=gelu",
            "dataset.augment=paper", "dataset.aug_backend=pil,device", f"seed={seeds}", f"tracking.uri={uri}",
-           "tracking.experiment=paper_learning"]
+           "tracking.experiment=paper_learning", "trainer.threads=1"]
+    if epochs is not None:  # the demo's few epochs leave the paper augmentation near chance on 8-px digits
+        cmd.append(f"trainer.epochs={epochs}")
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def collect(uri: str) -> dict[tuple[str, str], list[float]]:
-    """(model, backend) -> final top-1 (%) of every FINISHED run."""
+def collect(uri: str) -> dict[tuple[str, str, str], list[float]]:
+    """(model, backend, epochs) -> final top-1 (%) of every FINISHED run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -42,7 +44,8 @@ def collect(uri: str) -> dict[tuple[str, str], list[float]]:
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=1000):
         p, m = run.data.params, run.data.metrics
         if "final/val_acc1" in m and p.get("dataset.augment") == "paper":
-            out[(p["model.name"], p.get("dataset.aug_backend", "pil"))].append(m["final/val_acc1"])
+            out[(p["model.name"], p.get("dataset.aug_backend", "pil"), p.get("trainer.epochs"))].append(
+                m["final/val_acc1"])
     return out
 
 
@@ -52,15 +55,15 @@ def ci95(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(half)
 
 
-def table(results: dict[tuple[str, str], list[float]]) -> str:
-    lines = ["| model | backend | runs | final top-1 % (mean ± 95% CI) | Welch p (pil vs device) |",
-             "|---|---|---|---|---|"]
-    for model in sorted({m for m, _ in results}):
-        pil, dev = results.get((model, "pil"), []), results.get((model, "device"), [])
+def table(results: dict[tuple[str, str, str], list[float]]) -> str:
+    lines = ["| model | epochs | backend | runs | final top-1 % (mean ± 95% CI) | Welch p (pil vs device) |",
+             "|---|---|---|---|---|---|"]
+    for model, epochs in sorted({(m, e) for m, _, e in results}):
+        pil, dev = results.get((model, "pil", epochs), []), results.get((model, "device", epochs), [])
         p = stats.ttest_ind(pil, dev, equal_var=False).pvalue if len(pil) > 1 and len(dev) > 1 else float("nan")
         for backend, vals in (("pil", pil), ("device", dev)):
             mean, half = ci95(vals) if vals else (float("nan"), float("nan"))
-            lines.append(f"| {model} | {backend} | {len(vals)} | {mean:.2f} ± {half:.2f} | {p:.3f} |")
+            lines.append(f"| {model} | {epochs} | {backend} | {len(vals)} | {mean:.2f} ± {half:.2f} | {p:.3f} |")
     return "\n".join(lines)
 
 
@@ -70,9 +73,10 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="run the sweep first (finished cells are skipped)")
     parser.add_argument("--models", default="vit_tiny,resnet18")
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the demo's (2; vit_tiny 3)")
     args = parser.parse_args()
     if args.run:
-        run_sweep(args.uri, args.models, args.seeds)
+        run_sweep(args.uri, args.models, args.seeds, args.epochs)
     print(table(collect(args.uri)))
 
 

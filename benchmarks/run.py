@@ -30,6 +30,7 @@ from .loader import measure_loader_speedup
 from .machine import available_cores, machine_info
 from .memory import measure_memory_speedup
 from .overhead import measure_overhead
+from .paper_bound import measure as measure_paper_bound
 from .report import check_targets, markdown, write_json
 from .steps import CONFIGS, StepResult, measure_steps
 from .timing import paired_ratio
@@ -165,6 +166,11 @@ def run(settings: Settings, out_dir: Path = RESULTS, threads: int | None = None)
         paper = loader.get("paper") or {}
         if paper.get("device_over_best_pil") is not None:  # the paper recipe: device vs best PIL worker count
             details["paper_device_over_pil"] = {"ratio": paper["device_over_best_pil"], "samples": []}
+
+    bound = _section("paper recipe per CPU core", lambda: measure_paper_bound(3 if s.loader_quick else 5), errors)
+    if bound:  # the device path and a lower bound of any batched crop, against timm's PIL transform
+        absolute["paper_bound"] = bound
+        details["paper_device_over_pil_per_core"] = {"ratio": bound["pil_over"]["device"], "samples": []}
 
     overhead = _section("sweep job overhead", lambda: measure_overhead(s.overhead_runs), errors)
     if overhead:

@@ -158,3 +158,15 @@ def test_results_page_stands_alone_and_bench_writes_no_document(smoke):
     assert recipe and "benchmarks.run" in recipe.group(1) and ".md" not in recipe.group(1).split("#")[0]
     with pytest.raises(SystemExit):
         run.main(["--smoke", "--readme", "README.md"])
+
+
+def test_smoke_run_times_the_paper_recipe_per_core_against_pil(smoke):
+    """The per-core section times timm's PIL transform, the device path and the lower-bound kernels in
+    one process; each ratio is PIL's time over the side's, so PIL's own is 1."""
+    result, _ = smoke
+    bound = result["absolute"]["paper_bound"]
+    ms = bound["ms_per_batch"]
+    assert set(ms) == {"pil", "device", "crop_grid_sample", "one_pass"} and all(v > 0 for v in ms.values())
+    assert bound["pil_over"]["pil"] == 1.0
+    assert bound["pil_over"]["device"] == pytest.approx(ms["pil"] / ms["device"], abs=0.051)
+    assert result["ratios"]["paper_device_over_pil_per_core"] == bound["pil_over"]["device"]
