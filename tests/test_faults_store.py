@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from tests.harness.config import ROOT, SMALL
 
@@ -59,3 +60,35 @@ def test_two_launches_on_a_brand_new_store_migrate_it_once(fresh_store):
     runs = fresh_store.runs()
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def _flaky(exc: Exception, failures: int = 1):
+    calls = []
+
+    def fn():
+        calls.append(1)
+        if len(calls) <= failures:
+            raise exc
+        return "ok"
+
+    return fn, calls
+
+
+def test_with_retry_waits_out_a_locked_store_but_not_a_bug_that_mentions_a_connection():
+    from sqlalchemy.exc import OperationalError
+
+    from dnrt.tracking.store import with_retry
+
+    for transient in (MlflowException("database is locked"), OperationalError("INSERT", {}, "database is locked"),
+                      ConnectionError("connection reset by peer")):
+        fn, calls = _flaky(transient)
+        assert with_retry(fn, base_delay=0.001) == "ok" and len(calls) == 2, transient
+    for not_store in (ValueError("bad connection string in the config"), KeyError("busy")):
+        fn, calls = _flaky(not_store)
+        with pytest.raises(type(not_store)):
+            with_retry(fn, base_delay=0.001)
+        assert len(calls) == 1, not_store
+    fn, calls = _flaky(MlflowException("RESOURCE_DOES_NOT_EXIST: run abc"))  # a store error, not transient
+    with pytest.raises(MlflowException):
+        with_retry(fn, base_delay=0.001)
+    assert len(calls) == 1

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import random
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from typing import TypeVar
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import DBAPIError
 
 from ..tracking_schema import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _TRANSIENT = ("database is locked", "database table is locked", "busy", "connection", "timed out", "503", "502",
               "online migration")  # another process migrating the same new store
+# The errors a store or its connection raises; a transient phrase in any other error (a bug that
+# happens to say "connection") is not a reason to wait.
+_STORE_ERRORS = (MlflowException, DBAPIError, sqlite3.Error, OSError)
 
 
 def project_root() -> Path:
@@ -52,7 +57,7 @@ def with_retry(fn: Callable[..., T], *args, attempts: int = 8, base_delay: float
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:
+        except _STORE_ERRORS as exc:
             transient = any(s in str(exc).lower() for s in _TRANSIENT)
             if not transient or attempt == attempts - 1:
                 raise
