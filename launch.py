@@ -29,6 +29,9 @@ if __name__ == "__main__":
 
     from dnrt.launching.hydra_errors import one_line_errors
 
+    if "--plan-json" in sys.argv:  # stdout carries the JSON alone (`... --plan-json | jq`): logs to stderr
+        sys.argv += [f"hydra.{name}.handlers.console.stream=ext://sys.stderr"
+                     for name in ("hydra_logging", "job_logging")]
     sys.argv = [PLAN_FLAGS.get(arg, arg) for arg in sys.argv]
     # this launch's id (its sweep directory's name), fresh even where the environment holds an earlier one;
     # the jobs it starts inherit it

@@ -144,3 +144,15 @@ def test_steps_follow_the_loaders_odd_rule(store):
     plan = _plan(store, *odd, "trainer.epochs=1")
     (row,) = plan["cells"]
     assert row["cost"]["steps_per_epoch"] == _loader_steps(odd) == _loader_steps([*SMALL, "dataset.drop_last=true"]) + 1
+
+
+def test_plan_json_prints_the_json_alone_for_a_sweep_and_an_optuna_search(store):
+    """``--plan-json | jq`` works: logs go to stderr. An Optuna search (whose later trials depend on
+    results a plan does not produce) is planned as its first batch of trials, and exits 0."""
+    for args, cells in ((["seed=0,1,2"], 3), (["hparams_search=arr_optuna", "hydra.sweeper.n_jobs=2"], 2)):
+        proc = store.launch("-m", *SMALL, *args, *store.overrides(), "--plan-json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        plan = json.loads(proc.stdout)
+        assert plan["totals"] == {"new": cells}, args
+    assert "picks each later trial from the results of earlier ones: the plan shows its first 2" in proc.stderr
+    assert not store.runs()  # a plan creates nothing

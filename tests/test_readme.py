@@ -38,10 +38,7 @@ MISSING_DATA = {
 SCHEMATIC = "..."
 # Commands that cannot be planned, each with why: their config is composed instead, so a renamed key
 # still fails.
-COMPOSE_ONLY = {
-    "hparams_search=": "an Optuna search picks its trials as it runs, and hydra-optuna-sweeper divides by "
-                       "the number of results a dry-run launch returns (none): ZeroDivisionError",
-}
+COMPOSE_ONLY: dict[str, str] = {}
 # `--rerun RUN_ID`: the id stands for one the reader has. The flag must exist (an unknown id is refused
 # in one line, exit 2) and every key the command sets must be a key of the config; tests/test_rerun.py
 # re-runs real runs.

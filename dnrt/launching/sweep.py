@@ -73,6 +73,13 @@ def begin_sweep(config: DictConfig) -> RunContext:
     return context
 
 
+def _adaptive(config: DictConfig) -> bool:
+    """Whether the sweeper picks cells from the results of earlier ones (Optuna), rather than
+    listing them all before it starts (Hydra's basic sweeper)."""
+    target = str(config.hydra.get("sweeper", {}).get("_target_", ""))
+    return "optuna" in target.lower()
+
+
 def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
     """Check (and in a dry run, plan) every cell; return the overrides of the cells to launch."""
     on_invalid = str(config.get("sweep", {}).get("on_invalid", "stop"))
@@ -91,6 +98,12 @@ def prepare_sweep(config: DictConfig, config_loader, job_overrides: Sequence[Seq
         resources = Resources.of_launcher(config.hydra.get("launcher"))
         rows = plan_cells(cells, refused, current_job_id(), resources, bool(config.sweep.get("calibrate", False)))
         print_plan(rows, as_json=str(dry_run) == "json")
+        if _adaptive(config):
+            # its later trials depend on the results of these, which a plan does not produce (and the
+            # sweeper cannot take a batch without results): stop after the first batch
+            log.info(f"{config.hydra.sweeper._target_.rsplit('.', 1)[-1]} picks each later trial from the "
+                     f"results of earlier ones: the plan shows its first {len(rows)} trial(s)")
+            raise SystemExit(0)
         return []
     if refused and on_invalid == "stop":
         lines = [f"  #{c.index} {' '.join(c.overrides)}: {refused[c.index]}" for c in cells if c.index in refused]
