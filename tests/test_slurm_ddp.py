@@ -74,20 +74,45 @@ def _steps_per_rank(cfg, world: int = 2) -> int:
     return len(train_loader)
 
 
+def _stopped_tasks(store) -> list[psutil.Process]:
+    """The SLURM tasks of this store's jobs that have stopped themselves (SIGSTOP at their chosen step)."""
+    found = []
+    for proc in psutil.process_iter(["status", "cmdline"]):
+        try:
+            if (proc.info["status"] == psutil.STATUS_STOPPED
+                    and "submitit.core._submit" in " ".join(proc.info["cmdline"] or ())
+                    and proc.environ().get("MLFLOW_TRACKING_URI") == store.uri):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def _stopped_task(store, timeout: float = 600) -> psutil.Process:
-    """The SLURM task of this store's job that has stopped itself (SIGSTOP at its chosen step)."""
+    """The one task of this store's job that has stopped itself, once it has."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for proc in psutil.process_iter(["status", "cmdline"]):
-            try:
-                if (proc.info["status"] == psutil.STATUS_STOPPED
-                        and "submitit.core._submit" in " ".join(proc.info["cmdline"] or ())
-                        and proc.environ().get("MLFLOW_TRACKING_URI") == store.uri):
-                    return proc
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
+        if found := _stopped_tasks(store):
+            (proc,) = found
+            return proc
         time.sleep(0.2)
     raise TimeoutError("no SLURM task stopped itself at trainer.signal_at_step")
+
+
+def _communicate_unless_stopped_again(sweep: subprocess.Popen, store, frozen: psutil.Process,
+                                      timeout: float = 900) -> str:
+    """The sweep's output once it exits. A task that stops itself again means that the requeued job
+    trained step k a second time (the stop left no checkpoint after it): an error at once, not a job
+    frozen until its time limit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sweep.communicate(timeout=2)[0]
+        except subprocess.TimeoutExpired:
+            again = [p.pid for p in _stopped_tasks(store) if p.pid != frozen.pid]
+            if again or time.monotonic() > deadline:
+                raise TimeoutError(f"task {again} stopped itself again: the requeued job repeated the step"
+                                   if again else f"the sweep did not end in {timeout} s") from None
 
 
 def _task_logs(store) -> dict[int, str]:
@@ -117,10 +142,11 @@ def test_scontrol_requeue_of_a_two_task_job_resumes_its_run_as_if_never_stopped(
         os.kill(frozen.pid, signal.SIGTERM)
         (job,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
         slurm_cluster.requeue(job)  # SIGCONT, then SIGTERM to both tasks; the job runs again
-        out, _ = sweep.communicate(timeout=900)
-    except (TimeoutError, subprocess.TimeoutExpired):
+        out = _communicate_unless_stopped_again(sweep, store, frozen)
+    except TimeoutError as exc:
         sweep.kill()
-        raise AssertionError(sweep.communicate()[0][-3000:] + slurm_cluster.logs()) from None
+        slurm_cluster.cancel_all()
+        raise AssertionError(f"{exc}\n{sweep.communicate()[0][-3000:]}\n{slurm_cluster.logs()}") from None
     logs = _task_logs(store)
     assert sweep.returncode == 0, out[-4000:] + "\n".join(v[-2000:] for v in logs.values())
     assert f"STOP after global step {k}" in logs[1] and f"STOP after global step {k}" not in logs[0]
