@@ -60,6 +60,7 @@ def test_two_slurm_tasks_train_one_run_as_torchrun_does(store, slurm_cluster):
     reference = torchrun_reference(store)
     proc = store.launch("-m", *TWO_TASKS, *COMMON, *store.overrides("slurm2"), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + slurm_cluster.logs()
+    assert "sweep summary: 1 runs" in proc.stdout and "finished: 1" in proc.stdout, proc.stdout[-3000:]  # rank 0's
     (b,) = store.runs("slurm2")
     assert b.info.status == "FINISHED"
     assert b.data.tags[ARR_RANKS_TAG] == "true"
@@ -149,6 +150,7 @@ def test_scontrol_requeue_of_a_two_task_job_resumes_its_run_as_if_never_stopped(
         raise AssertionError(f"{exc}\n{sweep.communicate()[0][-3000:]}\n{slurm_cluster.logs()}") from None
     logs = _task_logs(store)
     assert sweep.returncode == 0, out[-4000:] + "\n".join(v[-2000:] for v in logs.values())
+    assert "sweep summary: 1 runs" in out and "resumed: 1" in out, out[-3000:]  # rank 0's row, once
     assert f"STOP after global step {k}" in logs[1] and f"STOP after global step {k}" not in logs[0]
     for rank in (0, 1):  # both stopped after the same step
         assert "preempted in epoch 2 after step 2" in logs[rank], logs[rank][-3000:]
