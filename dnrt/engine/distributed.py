@@ -19,7 +19,8 @@ _HOST_GROUP: dist.ProcessGroup | None = None
 def init_distributed() -> DistInfo:
     """Called by the entry point, once per job: join the process group when launched by torchrun
     (``RANK``/``WORLD_SIZE``) or as several SLURM tasks by submitit (``tasks_per_node`` > 1); a single
-    process returns rank 0 of 1."""
+    process returns rank 0 of 1. With NCCL it also creates the gloo group of the host-side votes."""
+    global _HOST_GROUP
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
@@ -38,7 +39,6 @@ def init_distributed() -> DistInfo:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
     if backend == "nccl":  # created here, once, so that every rank creates its groups in the same order
-        global _HOST_GROUP
         _HOST_GROUP = dist.new_group(backend="gloo")
     return DistInfo(rank, world, local_rank)
 
