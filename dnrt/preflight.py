@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from . import graph  # noqa: F401  (registers the node-classification task and the GNNs)
 from .config import ConfigError, validate
+from .engine.faults import parse_signal_at
 from .factory import (
     CheckedRun,
     act_spec,
@@ -88,6 +89,7 @@ def check_run(cfg: DictConfig, fit: bool = True) -> CheckedRun:
     act_spec(cfg)
     check_regularizer(cfg)
     check_optim_sched(cfg)
+    parse_signal_at(cfg.trainer.get("signal_at_step"))
     check_model_name(cfg)
     data = instantiate_dataset(cfg)
     task = get_task(check_task(cfg, data))

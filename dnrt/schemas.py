@@ -33,7 +33,7 @@ class TrainerConf:
     resume: Optional[str] = "auto"  # noqa: UP045
     eval_only: Optional[str] = None  # noqa: UP045
     stop_after: Optional[int] = None  # noqa: UP045
-    signal_at_step: Any = None  # {step: k, signal: TERM | USR2 | INT | STOP | KILL}
+    signal_at_step: Any = None  # {step: k, signal: TERM | USR2 | INT | STOP | KILL, rank: r (optional)}
     arr_average: str = "tap"  # tap | width
     lr_scale: str = "global"  # global | device
     arr_memory: str = "global"  # global | rank

@@ -30,6 +30,7 @@ from ..tracking_schema import (
     VAL_LOSS_ARR,
 )
 from .amp import autocast
+from .distributed import by_rank, rank_share, stop_agreed
 from .faults import SignalAt, after_step
 
 
@@ -39,7 +40,9 @@ class NonFiniteLoss(FloatingPointError):
 
 class Interrupted(Exception):  # noqa: N818  (a control-flow signal, not an error)
     """Training stopped mid-epoch on request (preemption); ``step`` batches of the epoch are done
-    and ``sums`` holds their running totals, so the epoch can be resumed exactly."""
+    and ``sums`` holds their running totals ([5]; under a process group each rank's, [world, 5], so
+    every rank resumes its own and the epoch's all-reduce adds the same numbers in the same order),
+    so the epoch can be resumed exactly."""
 
     def __init__(self, step: int, sums: torch.Tensor, data_time: float, elapsed: float):
         super().__init__(f"interrupted after step {step}")
@@ -88,7 +91,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
     ``start_step``/``resume_sums`` continue a partly done epoch: the loader replays the same batches
     (its order and augmentation depend only on seed and epoch) and the first ``start_step`` are
-    skipped. ``should_stop`` is polled between steps; when it returns True, :class:`Interrupted`.
+    skipped. ``should_stop`` is polled between steps; when it returns True (under a process group:
+    on any rank, :func:`~dnrt.engine.distributed.stop_agreed`), :class:`Interrupted` on every rank.
     ``scaler`` (float16 autocast): see :func:`backward_and_step`. The scheduler is stepped after
     every optimizer step, ``step_update(global step + 1)``: step ``k`` (0-based) runs at the rate
     the schedule gives for ``k``.
@@ -103,7 +107,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     bad_step = torch.zeros((), device=device, dtype=torch.long)
     bad_loss = torch.zeros((), device=device, dtype=torch.float32)
     if resume_sums is not None:
-        sums += resume_sums.to(device)
+        sums += rank_share(resume_sums).to(device)
     bar = tqdm(total=steps, initial=start_step, desc=desc or f"epoch {epoch + 1}", disable=not step_cfg.progress,
                leave=False, mininterval=1.0)
     data_time, prior = resume_times
@@ -113,9 +117,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if i < start_step:
             t_fetch = time.perf_counter()
             continue
-        if should_stop is not None and should_stop():
+        # under DDP every rank votes, so all stop after the same step: one that stopped alone would leave
+        # the others in the next gradient all-reduce
+        if should_stop is not None and stop_agreed(should_stop()):
             bar.close()
-            raise Interrupted(i, sums.cpu(), data_time, prior + time.perf_counter() - start)
+            raise Interrupted(i, by_rank(sums).cpu(), data_time, prior + time.perf_counter() - start)
         data_time += time.perf_counter() - t_fetch
         soft = None
         if step_cfg.mixup is not None:

@@ -34,7 +34,7 @@ from ..tracking_schema import (
 )
 from ..types import Components, Job
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistInfo
+from .distributed import DistInfo, wait_for_all
 from .faults import parse_signal_at
 from .loops import Interrupted, StepConfig, evaluate, make_mixup, train_one_epoch
 
@@ -154,7 +154,10 @@ class Trainer:
                     scaler=parts.scaler)
             except Interrupted as stop:
                 self.state.partial = {"step": stop.step, "sums": stop.sums, "times": [stop.data_time, stop.elapsed]}
-                self.save()
+                try:
+                    self.save()
+                finally:  # no rank leaves (and ends the job's step) before rank 0 has written, or failed to
+                    wait_for_all()
                 why = getattr(should_stop, "reason", "preempted")
                 raise StopRequested(f"{why} in epoch {epoch + 1} after step {stop.step}", epoch) from None
             self.state.partial = None

@@ -88,6 +88,7 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
         return _plan_single(cfg)
     context = read_context(sweep_dir) or RunContext()
     watcher = PreemptionWatcher().install()
+    job = None
     try:
         job = Job(current_job_id(), init_distributed(), started, warm)
         outcome = train(cfg, should_stop=watcher, context=context, job=job)
@@ -113,7 +114,8 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
         log.error(f"{run_name(cfg)}: FAILED, {reason}")
         outcome = Outcome(RunStatus.FAILED, run_name(cfg), detail=reason)
     requeued = outcome.status == RunStatus.STOPPED and watcher.signum not in (None, signal.SIGINT)
-    if sweep_dir is not None and not requeued:  # a requeued job records its run when it runs again
+    main = job is None or job.dist.is_main  # one row per run, not one per rank of a multi-task job
+    if sweep_dir is not None and not requeued and main:  # a requeued job records its run when it runs again
         outcome.overrides = _cell_overrides()
         record(sweep_dir, outcome)
     if outcome.status == RunStatus.STOPPED and watcher.signum == signal.SIGINT:
