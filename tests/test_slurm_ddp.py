@@ -29,25 +29,31 @@ COMMON = ["model=resnet18", "model.name=test_resnet", "act=raa", "regularizer=ar
           "dataset.fraction=0.15"]
 
 
-def torchrun_reference(store, experiment: str = "torchrun") -> tuple:
-    """:data:`COMMON` trained by ``torchrun --nproc_per_node 2`` into ``experiment``: (its MLflow run,
-    its final checkpoint)."""
-    ref = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(29500 + os.getpid() % 1000), str(ROOT / "launch.py"), *COMMON,
-                          *store.overrides(experiment)], cwd=store.root, env=store.env(), capture_output=True,
-                         text=True, timeout=900)
-    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
-    (run,) = store.runs(experiment)  # rank 0 logs: one run
-    cfg = compose_cfg([*COMMON, *store.overrides(experiment)])
-    return run, load_checkpoint(checkpoint_path(cfg, run.data.tags[HASH_TAG]))
+_REFERENCE: dict[str, tuple[dict, dict]] = {}
 
 
-def assert_same_as(reference: tuple, run, cfg) -> dict:
+def torchrun_reference(store) -> tuple[dict, dict]:
+    """:data:`COMMON` trained by ``torchrun --nproc_per_node 2``: (its final metrics, its final
+    checkpoint). Trained once per test process: it depends on the config only, not on the store."""
+    if "torchrun" not in _REFERENCE:
+        ref = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_port", str(29500 + os.getpid() % 1000), str(ROOT / "launch.py"), *COMMON,
+                              *store.overrides("torchrun")], cwd=store.root, env=store.env(), capture_output=True,
+                             text=True, timeout=900)
+        assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+        (run,) = store.runs("torchrun")  # rank 0 logs: one run
+        cfg = compose_cfg([*COMMON, *store.overrides("torchrun")])
+        final = load_checkpoint(checkpoint_path(cfg, run.data.tags[HASH_TAG]))
+        _REFERENCE["torchrun"] = (dict(run.data.metrics), final)
+    return _REFERENCE["torchrun"]
+
+
+def assert_same_as(reference: tuple[dict, dict], run, cfg) -> dict:
     """``run`` (trained from ``cfg``) ends with the reference's final metrics, weights and ARR memory;
     returns its checkpoint."""
-    a, ca = reference
+    metrics, ca = reference
     for metric in (FINAL_VAL_ACC1, TRAIN_LOSS, TRAIN_LOSS_ARR):
-        assert run.data.metrics[metric] == a.data.metrics[metric], metric
+        assert run.data.metrics[metric] == metrics[metric], metric
     assert run.data.tags[HASH_TAG] == config_hash(cfg)
     cb = load_checkpoint(checkpoint_path(cfg, config_hash(cfg)))
     for part in ("model", "arr"):
@@ -161,4 +167,30 @@ def test_scontrol_requeue_of_a_two_task_job_resumes_its_run_as_if_never_stopped(
     cfg = compose_cfg(cut)
     stop = load_checkpoint(previous_path(checkpoint_path(cfg, config_hash(cfg))))  # the one the last epoch replaced
     assert stop["epoch"] == 1 and stop["partial"]["step"] == 2  # written at the stop, inside epoch 2
+    assert_same_as(torchrun_reference(store), run, cfg)
+
+
+def test_a_preemption_warning_seen_by_one_rank_requeues_the_job_and_resumes_the_run(store, slurm_cluster):
+    """submitit's SIGUSR2 (the time-limit or preemption warning) reaches rank 1 alone, right after step k.
+    The ranks agree to stop after step k and on why: rank 0, which never caught the signal, checkpoints
+    and hands it to submitit, which requeues the job; rank 1 exits 0, so that srun's --kill-on-bad-exit
+    (``SLURM_KILL_BAD_EXIT=1``, as on many clusters) does not kill rank 0 before it has requeued. The
+    requeued job resumes the run to the figures of an uninterrupted torchrun."""
+    cut = [*COMMON, *store.overrides("usr2")]
+    k = _steps_per_rank(compose_cfg(cut)) + 2
+    proc = store.launch("-m", *TWO_TASKS, *cut, f"trainer.signal_at_step={{step:{k},signal:USR2,rank:1}}",
+                        env=store.env(SLURM_KILL_BAD_EXIT="1"), timeout=1200)
+    logs = _task_logs(store)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:] + "\n".join(v[-2000:] for v in logs.values()) + slurm_cluster.logs()
+    assert "sweep summary: 1 runs" in out and "resumed: 1" in out, out[-3000:]
+    assert f"USR2 after global step {k}" in logs[1] and f"USR2 after global step {k}" not in logs[0]
+    assert "Caught signal SIGUSR2" in logs[0], logs[0][-3000:]  # submitit's handler, run by rank 0
+    assert "resumed at epoch 1 from" in logs[0], logs[0][-3000:]
+    (run,) = store.runs("usr2")
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in store.client.get_metric_history(run.info.run_id, "val/acc1")] == [1, 2]
+    cfg = compose_cfg(cut)
+    stop = load_checkpoint(previous_path(checkpoint_path(cfg, config_hash(cfg))))  # the one the last epoch replaced
+    assert stop["epoch"] == 1 and stop["partial"]["step"] == 2  # written at the agreed stop, inside epoch 2
     assert_same_as(torchrun_reference(store), run, cfg)

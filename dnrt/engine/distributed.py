@@ -60,18 +60,20 @@ def _host_vote_args() -> tuple[dist.ProcessGroup | None, torch.device]:
     return None, torch.device("cuda", torch.cuda.current_device())
 
 
-def stop_agreed(local: bool) -> bool:
-    """Whether any rank wants to stop (``local``: this rank's own flag), the same answer on every rank.
+def stop_agreed(local: int) -> int:
+    """The largest of every rank's ``local`` stop code (0: go on; else why, e.g. a signal number), the
+    same answer on every rank.
 
     Signals reach the ranks at different moments; a rank that stopped alone would leave the others
-    waiting in the next gradient all-reduce. One all-reduce (MAX) of a flag per call; without a
-    process group, ``local`` itself and no collective."""
+    waiting in the next gradient all-reduce, and a rank that stops without the signal must still
+    know it (rank 0 hands a SIGUSR2 over to submitit, which requeues the job). One all-reduce (MAX)
+    per call; without a process group, ``local`` itself and no collective."""
     if not (dist.is_available() and dist.is_initialized()):
-        return local
+        return int(local)
     group, device = _host_vote_args()
-    flag = torch.tensor([int(local)], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-    return bool(flag.item())
+    code = torch.tensor([int(local)], dtype=torch.int32, device=device)
+    dist.all_reduce(code, op=dist.ReduceOp.MAX, group=group)
+    return int(code.item())
 
 
 def wait_for_all() -> None:

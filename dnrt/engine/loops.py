@@ -77,6 +77,13 @@ def make_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, 
                  label_smoothing=label_smoothing, num_classes=num_classes)
 
 
+def _stop_code(should_stop: Callable[[], bool]) -> int:
+    """0 to go on; else the stop's signal number where ``should_stop`` has one (``signum``), else 1."""
+    if not should_stop():
+        return 0
+    return int(getattr(should_stop, "signum", None) or 1)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -92,7 +99,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     ``start_step``/``resume_sums`` continue a partly done epoch: the loader replays the same batches
     (its order and augmentation depend only on seed and epoch) and the first ``start_step`` are
     skipped. ``should_stop`` is polled between steps; when it returns True (under a process group:
-    on any rank, :func:`~dnrt.engine.distributed.stop_agreed`), :class:`Interrupted` on every rank.
+    on any rank, :func:`~dnrt.engine.distributed.stop_agreed`), :class:`Interrupted` on every rank,
+    and a ``should_stop`` with an ``agree(code)`` method learns the agreed stop code (a signal number).
     ``scaler`` (float16 autocast): see :func:`backward_and_step`. The scheduler is stepped after
     every optimizer step, ``step_update(global step + 1)``: step ``k`` (0-based) runs at the rate
     the schedule gives for ``k``.
@@ -119,7 +127,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             continue
         # under DDP every rank votes, so all stop after the same step: one that stopped alone would leave
         # the others in the next gradient all-reduce
-        if should_stop is not None and stop_agreed(should_stop()):
+        if should_stop is not None and (code := stop_agreed(_stop_code(should_stop))):
+            if hasattr(should_stop, "agree"):  # a rank the signal did not reach takes the others' reason
+                should_stop.agree(code)
             bar.close()
             raise Interrupted(i, by_rank(sums).cpu(), data_time, prior + time.perf_counter() - start)
         data_time += time.perf_counter() - t_fetch

@@ -124,7 +124,10 @@ def _run_job(cfg: DictConfig, started: float, warm: bool) -> float:
               "the same command resumes it", file=sys.stderr, flush=True)
         raise SystemExit(130)  # the shell's code for a Ctrl-C
     if outcome.status == RunStatus.STOPPED and watcher.signum is not None:
-        watcher.hand_over()  # under submitit this requeues the job and exits
+        watcher.hand_over()  # under submitit this requeues the job and exits (rank 0; the others return)
+        if not main and watcher.signum == signal.SIGUSR2:
+            # a non-zero exit may make srun (--kill-on-bad-exit) kill rank 0 before it has requeued the job
+            raise SystemExit(0)
         raise SystemExit(f"stopped by signal {watcher.signum}: {outcome.detail}; the same command resumes it")
     watcher.restore()
     return outcome.val_acc1

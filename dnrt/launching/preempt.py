@@ -38,6 +38,13 @@ class PreemptionWatcher:
         if signum == signal.SIGINT:  # the next Ctrl-C stops at once
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def agree(self, signum: int) -> None:
+        """The ranks of a multi-process run agreed to stop for signal ``signum`` (the largest number
+        any rank caught): a rank that caught none takes it, so rank 0 hands a SIGUSR2 that only
+        another rank received over to submitit (which requeues the job)."""
+        if self.signum is None and signum in {int(s) for s in self.SIGNALS}:
+            self.signum = signal.Signals(signum)
+
     @property
     def reason(self) -> str:
         """Why training stops, for the run's status detail."""
