@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ..types import DistInfo
 
-__all__ = ["DistInfo", "broadcast_object", "by_rank", "init_distributed", "rank_share", "stop_agreed", "wait_for_all"]
+__all__ = ["DistInfo", "broadcast_object", "by_rank", "gather_objects", "init_distributed", "own_entry", "rank_share",
+           "stop_agreed", "wait_for_all"]
 
 # A gloo group over every rank for host-side votes (the per-step stop flag) when the default backend
 # is NCCL: a CPU collective there costs no CUDA synchronisation. None: use the default group.
@@ -107,3 +109,23 @@ def rank_share(t: torch.Tensor) -> torch.Tensor:
         return t[rank]
     total = t if t.dim() == 1 else t.sum(0)
     return total if rank == 0 else torch.zeros_like(total)
+
+
+def gather_objects(obj: Any) -> list | None:
+    """Every rank's ``obj`` (picklable) in rank order, on every rank, over the host-side group (no CUDA
+    synchronisation under NCCL); None without a process group. What a rank keeps for itself, such as
+    its random state, goes into a checkpoint that rank 0 alone writes this way."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj, group=_HOST_GROUP)
+    return out
+
+
+def own_entry(entries: list | None) -> Any:
+    """This rank's entry of a :func:`gather_objects` list saved by as many ranks as there are now; None
+    when there is none (a single process, or a checkpoint of another number of ranks)."""
+    rank, world = _rank_world()
+    if not entries or world == 1 or len(entries) != world:
+        return None
+    return entries[rank]

@@ -34,7 +34,7 @@ from ..tracking_schema import (
 )
 from ..types import Components, Job
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistInfo, wait_for_all
+from .distributed import DistInfo, gather_objects, own_entry, wait_for_all
 from .faults import parse_signal_at
 from .loops import Interrupted, StepConfig, evaluate, make_mixup, train_one_epoch
 
@@ -95,7 +95,15 @@ class Trainer:
             "epoch": self.state.epoch, "history": self.state.history, "best_acc1": self.state.best_acc1,
             "run_id": self.state.run_id, "partial": self.state.partial, "rng": rng_state(),
             "config_hash": self.config_hash, "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
+            # under DDP, what each rank keeps for itself (rank 0 alone writes the file): [world] or None
+            "per_rank": gather_objects(self._rank_state()),
         }
+
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's own random state (dropout and drop-path masks differ per rank) and, with
+        ``trainer.arr_memory=rank``, its own ARR memory."""
+        arr = self.parts.arr
+        return {"rng": rng_state(), "arr": arr.state_dict() if arr is not None and arr.memory == "rank" else None}
 
     def load_state_dict(self, ckpt: dict[str, Any], weights_only: bool = False) -> None:
         parts = self.parts
@@ -109,12 +117,18 @@ class Trainer:
         if parts.scaler is not None and ckpt.get("scaler"):
             parts.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
+        own = own_entry(ckpt.get("per_rank"))  # a DDP checkpoint of as many ranks: each takes its own back
+        if own is not None:
+            set_rng_state(own["rng"])
+            if parts.arr is not None and own["arr"] is not None:
+                parts.arr.load_state_dict(own["arr"])
         self.state = TrainState(ckpt["epoch"], list(ckpt["history"]), ckpt["best_acc1"], ckpt["run_id"],
                                 ckpt.get("partial"))
 
     def save(self) -> None:
+        state = self.state_dict()  # on every rank: it gathers each rank's own part
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_path, self.state_dict())
+            save_checkpoint(self.ckpt_path, state)
 
     def resume_from(self, path: Path) -> None:
         self.load_state_dict(load_checkpoint(path, map_location=self.parts.device))
