@@ -16,6 +16,7 @@ from dnrt.nn import ARR
 from dnrt.preflight import check_run
 from dnrt.types import DistInfo
 from tests.harness.config import FAST, compose_cfg
+from tests.harness.training import lrs_of_the_loop
 
 CIFAR_STEPS = 196  # 50,000 images in batches of 256, the last one kept
 CHECKED = (0, 1, 3919, 3920, 3921)  # the warmup ends at step 20 x 196 = 3920
@@ -40,19 +41,8 @@ def _trained_lrs(cfg, steps: int, n: int) -> list[float]:
     model = nn.Linear(2, 2)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, steps)
-    seen: list[float] = []
-    step = optimizer.step
-
-    def recording(*args, **kwargs):
-        seen.append(optimizer.param_groups[0]["lr"])
-        return step(*args, **kwargs)
-
-    optimizer.step = recording
     loader = [(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))] * steps
-    for epoch in range(-(-n // steps)):
-        train_one_epoch(model, loader, optimizer, scheduler, None, StepConfig(progress=False), epoch,
-                        torch.device("cpu"))
-    return seen[:n]
+    return lrs_of_the_loop(model, optimizer, scheduler, loader, -(-n // steps))[:n]
 
 
 @pytest.mark.slow

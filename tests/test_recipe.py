@@ -21,6 +21,7 @@ from dnrt.engine.trainer import Trainer
 from dnrt.factory import build_components
 from dnrt.preflight import check_run
 from tests.harness.config import FAST, compose_cfg
+from tests.harness.training import lrs_of_the_loop
 
 STEPS = 196  # CIFAR: 50,000 images in batches of 256, the last one kept
 
@@ -65,18 +66,8 @@ def test_training_loop_runs_step_k_at_the_schedules_rate_for_k():
     """Drive the real epoch loop (2 epochs x 3 steps) and record the lr each optimizer step used."""
     model = nn.Linear(3, 2)
     optimizer, scheduler = _paper_scheduler(steps_per_epoch=3, epochs=25, model=model)
-    used: list[float] = []
-    real_step = optimizer.step
-
-    def recording_step(*args, **kwargs):
-        used.append(optimizer.param_groups[0]["lr"])
-        return real_step(*args, **kwargs)
-
-    optimizer.step = recording_step
     loader = _Loader([(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(3)])
-    for epoch in range(2):
-        train_one_epoch(model, loader, optimizer, scheduler, None, StepConfig(progress=False), epoch,
-                        torch.device("cpu"))
+    used = lrs_of_the_loop(model, optimizer, scheduler, loader, 2)
     peak = 5e-4 * 256 / 512
     assert used == pytest.approx([_authors_lr(k, peak, 20 * 3, 5 * 3) for k in range(6)], abs=1e-15)
 
