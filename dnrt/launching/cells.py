@@ -28,8 +28,9 @@ class Cell:
     cfg: DictConfig | None  # the job's config without the hydra node; None if it did not compose
     error: str = ""
     checked: Any = None  # the CheckedRun its preflight made (data set built), once checked
-    # its data set's files are not here: the published split's images per class, and a CheckedRun on
-    # stand-in images of the same shape (what a plan estimates the cell's cost from), where known
+    # its data set's files are not here: the data set object, and for a plan the published split's
+    # images per class and a CheckedRun on stand-in images of the same shape (what it prices the cell from)
+    missing_data: Any = None
     nominal_counts: list[int] | None = None
     stand_in: Any = None
 

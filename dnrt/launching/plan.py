@@ -65,7 +65,7 @@ def check_cells(cells: list[Cell]) -> dict[int, str]:
             cell.checked = check_run(cell.cfg)
         except DataNotFound as exc:
             refused[cell.index] = str(exc)
-            _stand_in(cell, exc.data)
+            cell.missing_data = exc.data
         except ConfigError as exc:
             refused[cell.index] = str(exc)
     return refused
@@ -112,6 +112,9 @@ def plan_cells(cells: list[Cell], refused: dict[int, str], job_id: str, resource
     the job that would run them (a RUNNING run it started is not someone else's live run).
     ``resources``: where they would run (default: here); ``calibrate_now``: time the step of each
     distinct speed key that neither the store nor the calibration table has (module :mod:`.cost`)."""
+    for cell in cells:  # a plan prices what only lacks its data; a launch has no use for it
+        if cell.missing_data is not None:
+            _stand_in(cell, cell.missing_data)
     composed = [c for c in cells if c.cfg is not None]
     runs = _runs_by_hash(composed[0].cfg) if composed else {}
     costs = _Costs(composed[0].cfg, [r for rs in runs.values() for r in rs], resources or Resources(),
