@@ -15,8 +15,8 @@ serves a batch whose images were each given a different transform, as timm's per
   Exact wherever no side shrinks (the paper recipe's crops at the native size); when one does,
   Pillow sometimes runs its vertical pass first, and a pixel may differ by one grey level.
 
-The affine sampler computes in float64, as Pillow's; the resize's fixed-point sums are split so
-that every step is exact in float32 (:func:`_fixed_point_apply`).
+Both compute in float64: the affine sampler as Pillow's does, the resize because its fixed-point
+sums are exact there whatever the summation order (:func:`resized_crop`).
 """
 
 from __future__ import annotations
@@ -46,49 +46,73 @@ def _interp(v: Sequence[torch.Tensor], d: torch.Tensor) -> torch.Tensor:
     return p4.mul_(d).add_(p3).mul_(d).add_(p2).mul_(d).add_(v2)
 
 
-def _sample(flat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, h: int, w: int, taps: int) -> torch.Tensor:
-    """Pillow's filter of ``taps`` taps at source points (u, v) [n, P] (pixel centres at integers)
-    of images flat [n, C, H*W] (float64) -> [n, C, P]. Taps start at floor - (taps // 2 - 1): 0 for
-    bilinear, -1 for bicubic; taps beyond the edge repeat the edge pixel."""
-    n, c = flat.shape[:2]
-    u0, v0 = torch.floor(u), torch.floor(v)
-    du, dv = (u - u0).unsqueeze(1), (v - v0).unsqueeze(1)
-    first = 1 - taps // 2
-    cols = [(u0 + (first + k)).clamp_(0, w - 1).long() for k in range(taps)]
-    rows = [(v0 + (first + k)).clamp_(0, h - 1).long().mul_(w) for k in range(taps)]
-    # One gather per tap keeps every operand contiguous; Pillow interpolates along x within each
-    # of the rows first, then along y.
-    along_x = []
-    for row in rows:
-        vals = [flat.gather(2, (row + col).unsqueeze(1).expand(n, c, -1)) for col in cols]
-        along_x.append(_interp(vals, du))
-    return _interp(along_x, dv)
+def _filter(taps: Sequence[torch.Tensor], d: torch.Tensor, bicubic: torch.Tensor | bool) -> torch.Tensor:
+    """Pillow's interpolation of 4 taps (from floor - 1) at offset ``d``: the cubic of all 4 where
+    ``bicubic`` (bool, or bool [n, 1, 1] per image), else the linear of the middle two, bilinear's
+    own taps."""
+    if isinstance(bicubic, bool):
+        return _interp(taps if bicubic else taps[1:3], d)
+    return torch.where(bicubic, _interp(taps, d), _interp(taps[1:3], d))
 
 
-def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+def _pixel_centres(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """x + 0.5 and y + 0.5 of every output pixel, row-major: float64 [1, H*W] each."""
+    ys = (torch.arange(h, device=device, dtype=torch.float64) + 0.5).repeat_interleave(w).view(1, h * w)
+    xs = (torch.arange(w, device=device, dtype=torch.float64) + 0.5).repeat(h).view(1, h * w)
+    return xs, ys
+
+
+def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor | bool, fill: torch.Tensor,
+           axis: torch.Tensor | None = None) -> torch.Tensor:
     """float [B, C, H, W] (grey levels) -> the same, transformed as Pillow's AFFINE ``transform``.
 
-    ``matrix``: float [B, 6], Pillow's (a, b, c, d, e, f) per image; ``bicubic``: bool [B]
-    (False: bilinear); ``fill``: float [C] or [B, C], the colour of points mapped outside the image.
+    ``matrix``: float [B, 6], Pillow's (a, b, c, d, e, f) per image; ``bicubic``: bool [B], or one
+    bool for all (False: bilinear; one bool computes one filter, a tensor both); ``fill``: float [C]
+    or [B, C], the colour of points mapped outside the image.
+
+    ``axis``: bool [B] for matrices that move one coordinate only: False where a matrix keeps rows
+    (d = f = 0, e = 1: ShearX, TranslateX), True where it keeps columns (a = 1, b = c = 0: ShearY,
+    TranslateY). The other coordinate of every sample point is then an integer, where Pillow's
+    interpolation across it returns the tap at the point exactly; so one tap is read there instead
+    of 4: the same result for a quarter of the work. None: any matrix (Rotate).
     """
     b, c, h, w = x.shape
     dev = x.device
     m = matrix.to(device=dev, dtype=torch.float64).view(b, 6, 1)
-    ys = (torch.arange(h, device=dev, dtype=torch.float64) + 0.5).repeat_interleave(w).view(1, h * w)
-    xs = (torch.arange(w, device=dev, dtype=torch.float64) + 0.5).repeat(h).view(1, h * w)
+    xs, ys = _pixel_centres(h, w, dev)
     u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]  # [B, H*W] source x
     v = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
     inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
     u, v = u - 0.5, v - 0.5
     flat = x.to(torch.float64).reshape(b, c, h * w)
-    cubic = bicubic.to(dev)
-    out = torch.empty(b, c, h * w, device=dev, dtype=torch.float64)
-    for taps, sel in ((2, ~cubic), (4, cubic)):
-        idx = torch.nonzero(sel).squeeze(1)
-        if idx.numel() == 0:
-            continue
-        out.index_copy_(0, idx, _sample(flat.index_select(0, idx), u.index_select(0, idx),
-                                        v.index_select(0, idx), h, w, taps))
+    cubic = bicubic if isinstance(bicubic, bool) else bicubic.to(dev).view(b, 1, 1)
+
+    def read(index: torch.Tensor) -> torch.Tensor:  # [B, H*W] -> [B, C, H*W]
+        return flat.gather(2, index.unsqueeze(1).expand(b, c, -1))
+
+    # Taps from floor - 1 to floor + 2, the edge pixel repeated beyond the edge; Pillow interpolates
+    # along x within each of the rows first, then along y.
+    if axis is None:
+        u0, v0 = torch.floor(u), torch.floor(v)
+        du, dv = (u - u0).unsqueeze(1), (v - v0).unsqueeze(1)
+        # One bool filter reads only its own taps: bilinear's are the middle two of bicubic's four.
+        ks = (0, 1) if cubic is False else (-1, 0, 1, 2)
+        cols = [(u0 + k).clamp_(0, w - 1).long() for k in ks]
+        rows = [(v0 + k).clamp_(0, h - 1).long().mul_(w) for k in ks]
+        interp = _interp if isinstance(cubic, bool) else functools.partial(_filter, bicubic=cubic)
+        out = interp([interp([read(row + col) for col in cols], du) for row in rows], dv)
+    else:
+        along_y = axis.to(dev).view(b, 1)
+        t = torch.where(along_y, v, u)  # the coordinate that moves
+        t0 = torch.floor(t)
+        last = torch.where(along_y, h - 1, w - 1)
+        stride = torch.where(along_y, w, 1)
+        # the pixel index of the coordinate that stays (exact integers: x or y)
+        offset = torch.where(along_y, u, v.mul(w)).long()
+        ks = (0, 1) if cubic is False else (-1, 0, 1, 2)
+        taps = [read(torch.minimum((t0 + k).clamp_(min=0), last).long().mul_(stride).add_(offset)) for k in ks]
+        d = (t - t0).unsqueeze(1)
+        out = _interp(taps, d) if isinstance(cubic, bool) else _filter(taps, d, cubic)
     out = out.clamp_(0, 255).floor_()  # Pillow casts to UINT8: truncation after clipping
     fill = fill.to(device=dev, dtype=torch.float64)
     fill = fill.view(1, c, 1) if fill.dim() == 1 else fill.view(b, c, 1)
@@ -151,62 +175,67 @@ def _coeff_table(mode: str, in_max: int, out_size: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _coeff_table_on(mode: str, in_max: int, out_size: int, device: torch.device) -> torch.Tensor:
-    """:func:`_coeff_table` on ``device``, copied there once."""
-    return _coeff_table(mode, in_max, out_size).to(device)
+def _placed_table(in_max: int, out_size: int, device: torch.device) -> torch.Tensor:
+    """:func:`_coeff_table` of both filters, times 2**-22 (exact: a power of two), unflipped and
+    with the output order reversed (a mirrored crop), each row placed after ``in_max`` zero columns:
+    float64 [2 * (in_max + 1) * 2, out_size, 2 * in_max], row ``(filter * (in_max + 1) + length) * 2
+    + flip``. A crop starting at ``start`` reads columns ``in_max - start`` onwards (:func:`_crop_weights`)."""
+    table = torch.stack([_coeff_table(m, in_max, out_size) for m in MODES]).flatten(0, 1)
+    table = torch.stack([table, table.flip(1)], dim=1).flatten(0, 1)
+    placed = torch.zeros(*table.shape[:2], 2 * in_max, dtype=torch.float64)
+    placed[..., in_max:] = torch.ldexp(table, torch.tensor(-_PRECISION_BITS))
+    return placed.to(device)
 
 
-def _crop_weights(table: torch.Tensor, start: torch.Tensor, length: torch.Tensor, full: int) -> torch.Tensor:
-    """Per-image weights of a resize of [start, start + length) within ``full``: [B, out, full].
+def _crop_weights(start: torch.Tensor, length: torch.Tensor, bicubic: torch.Tensor, flip: torch.Tensor,
+                  full: int, out_size: int) -> torch.Tensor:
+    """Per-image weights of a resize of [start, start + length) within ``full`` to ``out_size``,
+    output order reversed where ``flip``: float64 [B, out_size, full]; all arguments [B].
 
-    ``table``: [B, out, in_max], each image's row of :func:`_coeff_table` (its filter, its length)."""
-    cols = torch.arange(full, device=start.device).view(1, 1, full) - start.view(-1, 1, 1)
-    valid = (cols >= 0) & (cols < length.view(-1, 1, 1))
-    shifted = table.gather(2, cols.clamp(0, full - 1).expand(-1, table.shape[1], -1))
-    return shifted.masked_fill_(~valid, 0)
-
-
-def _fixed_point_apply(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """One resize pass, ``round(x @ weights^T / 2**22)`` clipped to 0..255, exactly as Pillow's
-    integer loop: x float32 [n, R, K] (grey levels), weights float64 [n, out, K] (integers) ->
-    float32 [n, R, out].
-
-    The 22-bit weights are split at bit 11 into two float32 matmuls whose sums stay below 2**24
-    (exact in float32 whatever the summation order). Every factor has at most 11 significant bits,
-    so TF32 matmuls are exact too; autocast is switched off here. The rounding shift
-    ``(hi * 2**11 + lo + 2**21) >> 22`` is then ``floor((hi + 2**10 + floor(lo / 2**11)) / 2**11)``,
-    whose every step is exact in float32.
+    One indexing of an overlapping view: ``view[row, full - start]`` is the placed row's columns
+    ``full - start .. 2 * full - start - 1``, so the taps land at ``start .. start + length - 1``.
     """
-    wt = weights.transpose(1, 2)
-    hi = torch.floor(wt / 2048)
-    lo = (wt - hi * 2048).to(torch.float32)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        acc_hi = torch.bmm(x, hi.to(torch.float32))
-        acc_lo = torch.bmm(x, lo)
-    carry = acc_lo.div_(2048).floor_()
-    return acc_hi.add_(1 << 10).add_(carry).div_(2048).floor_().clamp_(0, 255)
+    placed = _placed_table(full, out_size, start.device)
+    n, s, w2 = placed.shape
+    view = placed.as_strided((n, full + 1, s, full), (s * w2, 1, w2, 1))
+    row = ((bicubic.long() * (full + 1) + length.long()) * 2 + flip.long())
+    return view[row, full - start.long()]
+
+
+def _round_shift(acc: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``clip8``: the fixed-point sum (already scaled by 2**-22) rounded half up, clipped."""
+    return acc.add_(0.5).floor_().clamp_(0, 255)
 
 
 def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
                  width: torch.Tensor, size: int, bicubic: torch.Tensor,
                  flip: torch.Tensor | None = None) -> torch.Tensor:
-    """float [B, C, H, W] (grey levels) -> float32 [B, C, size, size]: each image's box
+    """float or uint8 [B, C, H, W] (grey levels) -> float32 [B, C, size, size]: each image's box
     (top, left, height, width) (int-valued [B]) resized with its filter (``bicubic``: bool [B]),
-    then mirrored left-right where ``flip`` (bool [B]) is set (reversed output columns: exact)."""
+    then mirrored left-right where ``flip`` (bool [B]) is set (reversed output columns: exact).
+
+    Each pass is one batched matmul of the images by their weights, in float64: every product (an
+    8-bit level times a coefficient of at most 23 bits, scaled by a power of two) and every partial
+    sum fits its 53-bit significand, so the sums are Pillow's integer sums whatever the summation
+    order, and :func:`_round_shift` is its rounding. Autocast is off: a lower precision would not be
+    exact.
+    """
     b, c, h, w = x.shape
     dev = x.device
-    mode = bicubic.to(dev).long()
-    tx = torch.stack([_coeff_table_on(m, w, size, dev) for m in MODES])  # [2, W + 1, S, W]
-    ty = tx if h == w else torch.stack([_coeff_table_on(m, h, size, dev) for m in MODES])
-    wx = _crop_weights(tx[mode, width.long()], left.long(), width.long(), w)  # [B, S, W]
-    wy = _crop_weights(ty[mode, height.long()], top.long(), height.long(), h)  # [B, S, H]
-    if flip is not None:
-        wx = torch.where(flip.to(dev).view(-1, 1, 1), wx.flip(1), wx)
-    rows = _fixed_point_apply(x.to(torch.float32).reshape(b, c * h, w), wx)  # [B, C*H, S]
-    # The vertical pass contracts H: [B, S, H] @ [B, H, C*S] after moving C next to the columns.
-    cols = rows.view(b, c, h, size).transpose(1, 2).reshape(b, h, c * size)
-    out = _fixed_point_apply(cols.transpose(1, 2), wy)  # [B, C*S, S_out]
-    return out.view(b, c, size, size).transpose(2, 3).contiguous()
+    bicubic = bicubic.to(dev)
+    flip = torch.zeros_like(bicubic) if flip is None else flip.to(dev)
+    wx = _crop_weights(left, width, bicubic, flip, w, size)  # [B, S, W]
+    wy = _crop_weights(top, height, bicubic, torch.zeros_like(flip), h, size)  # [B, S, H]
+    # The layouts make both passes plain batched matmuls and fold the two transposes into the copies
+    # that convert to float64 and back: columns first, [B, S, W] @ [B, W, C*H] -> [B, S, C, H]; then
+    # rows, [B, S*C, H] @ [B, H, S] -> [B, S (column), C, S (row)].
+    cols_first = torch.empty(b, w, c, h, dtype=torch.float64, device=dev)
+    cols_first.copy_(x.permute(0, 3, 1, 2))
+    with torch.autocast(device_type=dev.type, enabled=False):
+        rows = _round_shift(torch.bmm(wx, cols_first.view(b, w, c * h)))
+        out = _round_shift(torch.bmm(rows.view(b, size * c, h), wy.transpose(1, 2)))
+    result = torch.empty(b, c, size, size, dtype=torch.float32, device=dev)
+    return result.copy_(out.view(b, size, c, size).permute(0, 2, 3, 1))
 
 
 def shear_translate_matrix(kind: torch.Tensor, value: torch.Tensor, h: int, w: int) -> torch.Tensor:

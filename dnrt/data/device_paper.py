@@ -6,27 +6,73 @@ uint8 [B, C, H, W] -> grey levels float32 [B, C, S, S], in timm's order: RandomR
 (:mod:`dnrt.data.device_randaugment`); :func:`paper_transform` then scales, normalises and
 applies random erasing (p=0.25, ``pixel`` mode), as timm's ToTensor, Normalize and RandomErasing.
 
+The crop, flip and RandAugment parameters of a batch are drawn first (:func:`draw_paper`), then
+applied (:func:`augment_drawn`), a pure function of the images and their draws.
+
 On a CPU the recipe runs with one intra-op thread: it is some hundreds of kernels on a few hundred
 thousand values each, too small for a thread pool to pay for its synchronisation, and on a CPU that
-other processes keep busy every kernel would wait for its slowest thread (docs/augment.md).
+other processes keep busy every kernel would wait for its slowest thread (docs/augment.md). Slices
+of the batch in Python threads do not help either: each slice runs as many kernels as the whole
+batch, and their launches contend for the interpreter lock (two slices measured slower than one).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 
 import torch
 
 from .augment import _resized_crop_params, random_erasing
 from .device_geometry import resized_crop
-from .device_randaugment import rand_augment, sample_policy
+from .device_randaugment import PolicyDraw, rand_augment, sample_policy
 
 RAND_AUGMENT_LAYERS = 2
 RAND_AUGMENT_MAGNITUDE = 9.0
 RAND_AUGMENT_STD = 0.5
 RAND_AUGMENT_PROB = 0.5
 RANDOM_ERASING_P = 0.25
+
+
+@dataclass
+class PaperDraw:
+    """One batch's crop box (top, left, height, width), crop filter (bicubic), flip, each [B], and
+    RandAugment draw."""
+
+    top: torch.Tensor
+    left: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+    bicubic: torch.Tensor
+    flip: torch.Tensor
+    policy: PolicyDraw
+
+    def rows(self, sel: slice) -> PaperDraw:
+        """The draws of images ``sel``."""
+        policy = PolicyDraw(**{f.name: getattr(self.policy, f.name)[sel] for f in fields(PolicyDraw)})
+        return PaperDraw(*(getattr(self, f.name)[sel] for f in fields(self) if f.name != "policy"), policy=policy)
+
+
+def draw_paper(b: int, h: int, w: int, gen: torch.Generator, dev: torch.device, *,
+               interpolation: str = "bicubic") -> PaperDraw:
+    """Draw the crop, flip and RandAugment parameters of ``b`` images of h x w."""
+    top, left, height, width = _resized_crop_params(b, h, w, gen, dev, (0.08, 1.0), (3 / 4, 4 / 3))
+    if interpolation == "random":
+        bicubic = torch.rand(b, generator=gen, device=dev) >= 0.5
+    else:
+        bicubic = torch.full((b,), interpolation == "bicubic", device=dev)
+    flip = torch.rand(b, generator=gen, device=dev) < 0.5
+    policy = sample_policy(b, gen, dev, layers=RAND_AUGMENT_LAYERS, prob=RAND_AUGMENT_PROB,
+                           magnitude=RAND_AUGMENT_MAGNITUDE, std=RAND_AUGMENT_STD, interpolation=interpolation)
+    return PaperDraw(top, left, height, width, bicubic, flip, policy)
+
+
+def augment_drawn(x: torch.Tensor, draw: PaperDraw, size: int, fill: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32 grey levels [B, C, size, size]: crop, flip and RandAugment as
+    ``draw`` says; ``fill``: float [C], the geometric ops' fill colour (timm's ``img_mean``)."""
+    out = resized_crop(x, draw.top, draw.left, draw.height, draw.width, size, draw.bicubic, flip=draw.flip)
+    return rand_augment(out, draw.policy, fill.to(x.device))
 
 
 def paper_augment(x: torch.Tensor, size: int, gen: torch.Generator, *, fill: torch.Tensor,
@@ -37,17 +83,7 @@ def paper_augment(x: torch.Tensor, size: int, gen: torch.Generator, *, fill: tor
     ``interpolation``: bicubic, bilinear or random (drawn per image for the crop and per op).
     """
     b, _, h, w = x.shape
-    dev = x.device
-    top, left, ch, cw = _resized_crop_params(b, h, w, gen, dev, (0.08, 1.0), (3 / 4, 4 / 3))
-    if interpolation == "random":
-        bicubic = torch.rand(b, generator=gen, device=dev) >= 0.5
-    else:
-        bicubic = torch.full((b,), interpolation == "bicubic", device=dev)
-    flip = torch.rand(b, generator=gen, device=dev) < 0.5
-    out = resized_crop(x, top, left, ch, cw, size, bicubic, flip=flip)
-    draw = sample_policy(b, gen, dev, layers=RAND_AUGMENT_LAYERS, prob=RAND_AUGMENT_PROB,
-                         magnitude=RAND_AUGMENT_MAGNITUDE, std=RAND_AUGMENT_STD, interpolation=interpolation)
-    return rand_augment(out, draw, fill.to(dev))
+    return augment_drawn(x, draw_paper(b, h, w, gen, x.device, interpolation=interpolation), size, fill)
 
 
 @contextlib.contextmanager
