@@ -31,6 +31,14 @@ POINT_OPS = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "Solar
 CUDA_BOUND = {name: 0 if name in POINT_OPS else 1 for name in OPS}
 
 
+def one_brightest_pixel(mode: str) -> np.ndarray:
+    """uint8 [32, 32, C]: a generated image whose highest level is held by one pixel per channel:
+    Equalize's step, (1024 - 1) // 255, is then 4 where a division by 256 would give 3."""
+    img = np.minimum(generated_image(3), 254)
+    img[0, 0] = 255
+    return img if mode == "RGB" else img[..., :1]
+
+
 def images(mode: str) -> list[np.ndarray]:
     """uint8 [32, 32, C]: generated CIFAR-like images and real digits (C = 3 for RGB, 1 for L)."""
     rgb = [generated_image(s) for s in range(3)] + [np.repeat(d[..., None], 3, -1) for d in digit_images()]
@@ -73,7 +81,7 @@ def test_argument_mapping_is_timms(name):
 def test_op_matches_timms_pil_op(name, mode, device):
     mean = CIFAR100_MEAN if mode == "RGB" else DIGITS_MEAN
     fill = img_mean(mean)
-    arrays = images(mode)
+    arrays = images(mode) + [one_brightest_pixel(mode)]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().to(device)
     bound = (CPU_BOUND if device == "cpu" else CUDA_BOUND)[name]
     worst = 0

@@ -66,25 +66,38 @@ def sample_policy(batch: int, gen: torch.Generator, device: torch.device | str, 
     return PolicyDraw(op=op, applied=u[0] <= prob, magnitude=mag, negate=u[1] > 0.5, bicubic=bicubic)
 
 
-def level_to_arg(name: str, magnitude: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
-    """timm's level -> argument for op ``name`` (float64 [n]), with its operation order."""
+# The argument formula of each op (timm's ``LEVEL_TO_ARG``): 0 none, 1 signed linear (the scale
+# below), 2 enhance factor, 3 posterize bits, 4 solarize threshold, 5 solarize-add amount.
+_FORMULA = {"Rotate": 1, "ShearX": 1, "ShearY": 1, "TranslateXRel": 1, "TranslateYRel": 1,
+            "ColorIncreasing": 2, "ContrastIncreasing": 2, "BrightnessIncreasing": 2, "SharpnessIncreasing": 2,
+            "PosterizeIncreasing": 3, "SolarizeIncreasing": 4, "SolarizeAdd": 5}
+_LINEAR_SCALE = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3, "TranslateXRel": TRANSLATE_PCT,
+                 "TranslateYRel": TRANSLATE_PCT}
+
+
+def op_args(op: torch.Tensor, magnitude: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
+    """timm's level -> argument of ops ``op`` (indices into :data:`OPS`, [n]), in its operation
+    order: float64 [n]. Every formula runs on all n and each image takes its own op's, so a batch of
+    mixed ops costs a fixed number of kernels."""
+    dev = op.device
     level = magnitude.to(torch.float64) / LEVEL_DENOM
     sign = torch.where(negate, -1.0, 1.0).to(torch.float64)
-    if name == "Rotate":
-        return sign * (level * 30.0)
-    if name in ("ShearX", "ShearY"):
-        return sign * (level * 0.3)
-    if name in ("TranslateXRel", "TranslateYRel"):
-        return sign * (level * TRANSLATE_PCT)
-    if name.endswith("Increasing") and name[:-10] in ("Color", "Contrast", "Brightness", "Sharpness"):
-        return torch.clamp(1.0 + sign * (level * 0.9), min=0.1)
-    if name == "PosterizeIncreasing":
-        return 4 - torch.floor(level * 4)
-    if name == "SolarizeIncreasing":
-        return 256 - torch.clamp(torch.floor(level * 256), max=256)
-    if name == "SolarizeAdd":
-        return torch.clamp(torch.floor(level * 110), max=128)
-    return torch.zeros_like(level)  # AutoContrast, Equalize, Invert take no argument
+    scale = torch.tensor([_LINEAR_SCALE.get(n, 0.0) for n in OPS], dtype=torch.float64, device=dev)[op]
+    formula = torch.tensor([_FORMULA.get(n, 0) for n in OPS], device=dev)[op]
+    candidates = torch.stack([
+        torch.zeros_like(level),  # AutoContrast, Equalize, Invert take no argument
+        sign * (level * scale),
+        torch.clamp(1.0 + sign * (level * 0.9), min=0.1),
+        4 - torch.floor(level * 4),
+        256 - torch.clamp(torch.floor(level * 256), max=256),
+        torch.clamp(torch.floor(level * 110), max=128),
+    ])
+    return candidates.gather(0, formula.unsqueeze(0)).squeeze(0)
+
+
+def level_to_arg(name: str, magnitude: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
+    """timm's level -> argument for op ``name`` (float64 [n]): :func:`op_args` of one op."""
+    return op_args(torch.full(negate.shape, OPS.index(name), device=negate.device), magnitude, negate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,13 +160,14 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:
-    """Pillow's ``ImageOps.equalize``, per channel: lut[i] = (step // 2 + #values below i) // step."""
+    """Pillow's ``ImageOps.equalize``, per channel: step = (#values - #values at the highest level present)
+    // 255, lut[i] = (step // 2 + #values below i) // step."""
     hist = _histogram(x)
     nonzero = hist > 0
     levels = torch.arange(256, device=x.device)
     last = torch.where(nonzero, levels, -1).amax(dim=2, keepdim=True)  # highest level present
     last_count = hist.gather(2, last.clamp(min=0))
-    step = (hist.sum(dim=2, keepdim=True) - last_count) // 256
+    step = (hist.sum(dim=2, keepdim=True) - last_count) // 255
     below = torch.cumsum(hist, dim=2) - hist
     lut = (step // 2 + below) // step.clamp(min=1)
     keep = (nonzero.sum(dim=2, keepdim=True) <= 1) | (step == 0)
@@ -241,18 +255,30 @@ PIXEL_OPS = {
 }
 
 
-def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, bicubic: torch.Tensor,
+# The ops that move one coordinate (affine's ``axis``: False along x, True along y).
+_ONE_AXIS = ("ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def shear_translate(x: torch.Tensor, op: torch.Tensor, arg: torch.Tensor, bicubic: torch.Tensor | bool,
+                    fill: torch.Tensor) -> torch.Tensor:
+    """ShearX/Y and TranslateX/YRel (``op``: indices into :data:`OPS`, [n], mixed) in one call."""
+    h, w = x.shape[-2:]
+    kind = op - OPS.index("ShearX")  # 0 ShearX, 1 ShearY, 2 TranslateXRel, 3 TranslateYRel
+    return affine(x, shear_translate_matrix(kind, arg, h, w), bicubic, fill, axis=kind % 2 == 1)
+
+
+def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, bicubic: torch.Tensor | bool,
              fill: torch.Tensor) -> torch.Tensor:
     """Op ``name`` on grey-level images [n, C, H, W] with per-image ``arg`` [n] (from
-    :func:`level_to_arg`), geometric filter ``bicubic`` [n] and ``fill`` [C] (0..255)."""
+    :func:`level_to_arg`), geometric filter ``bicubic`` (bool [n], or one bool for all) and ``fill``
+    [C] (0..255)."""
     h, w = x.shape[-2:]
     if name in PIXEL_OPS:
         return PIXEL_OPS[name](x, arg)
     if name == "Rotate":
         return affine(x, rotate_matrix(arg, h, w), bicubic, fill)
-    if name in GEOMETRIC:
-        kind = torch.full_like(arg, GEOMETRIC.index(name) - 1, dtype=torch.long)
-        return affine(x, shear_translate_matrix(kind, arg, h, w), bicubic, fill)
+    if name in _ONE_AXIS:
+        return shear_translate(x, torch.full(arg.shape, OPS.index(name), device=arg.device), arg, bicubic, fill)
     raise ValueError(f"unknown RandAugment op {name!r}; known: {', '.join(OPS)}")
 
 
@@ -261,48 +287,46 @@ def img_mean(mean: tuple[float, ...] | list[float]) -> tuple[int, ...]:
     return tuple(min(255, round(255 * m)) for m in mean)
 
 
-def geometric_matrix(op: torch.Tensor, arg: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Pillow AFFINE data [n, 6] of geometric ops ``op`` (indices into :data:`OPS`) with ``arg`` [n]."""
-    kind = op - OPS.index("ShearX")  # ShearX, ShearY, TranslateXRel, TranslateYRel: 0..3
-    rot = (op == OPS.index("Rotate")).unsqueeze(1)
-    return torch.where(rot, rotate_matrix(arg, h, w), shear_translate_matrix(kind, arg, h, w))
-
-
-_GEOMETRIC_IDX = tuple(OPS.index(n) for n in GEOMETRIC)
+# The runs of one layer, in sort order: each non-geometric op; Rotate per filter; the four
+# shear/translate ops together per filter (one call each, one filter computed); then the images
+# whose op is not applied. The run of (op, bicubic) is _RUN_OF[op][bicubic].
+_SHEAR_TRANSLATE = "ShearTranslate"
+_RUNS: tuple[tuple[str, bool], ...] = (
+    tuple((name, False) for name in OPS if name not in GEOMETRIC)
+    + (("Rotate", False), ("Rotate", True), (_SHEAR_TRANSLATE, False), (_SHEAR_TRANSLATE, True)))
+_RUN_OF = [[_RUNS.index((_SHEAR_TRANSLATE if name in _ONE_AXIS else name, cubic and name in GEOMETRIC))
+            for cubic in (False, True)] for name in OPS] + [[len(_RUNS)] * 2]
 
 
 def rand_augment(x: torch.Tensor, draw: PolicyDraw, fill: torch.Tensor) -> torch.Tensor:
     """Apply ``draw`` (:func:`sample_policy`) to grey-level images x [B, C, H, W], layer by layer.
 
-    Per layer each non-geometric op runs once on the images that drew and applied it, and the five
-    geometric ops run together as one affine resampling, so the work is a fixed number of batched
-    kernels whatever the batch size.
+    Each layer sorts the images into runs (:data:`_RUNS`) and transforms each run with one call: a
+    fixed number of batched kernels whatever the batch size, one gather per layer, one filter per
+    geometric call. The order is undone once at the end.
     """
-    x = x.clone()
-    h, w = x.shape[-2:]
+    n_ops = len(OPS)
+    dev = x.device
+    run_of = torch.tensor(_RUN_OF, device=dev)
+    perm = torch.arange(x.shape[0], device=dev)  # xs[i] is image perm[i]
+    xs = x
     for layer in range(draw.op.shape[1]):
-        op, applied = draw.op[:, layer], draw.applied[:, layer]
-        mag, neg = draw.magnitude[:, layer], draw.negate[:, layer]
-        geo = torch.zeros_like(applied)
-        for k in _GEOMETRIC_IDX:
-            geo |= op == k
-        idx = torch.nonzero(applied & geo).squeeze(1)
-        if idx.numel():
-            scale = torch.tensor([30.0, 0.3, 0.3, TRANSLATE_PCT, TRANSLATE_PCT], dtype=torch.float64,
-                                 device=x.device)  # Rotate, ShearX/Y, TranslateX/YRel, as level_to_arg
-            sub_op = op[idx]
-            pos = torch.zeros_like(sub_op)
-            for j, k in enumerate(_GEOMETRIC_IDX):
-                pos = torch.where(sub_op == k, j, pos)
-            level = mag[idx].to(torch.float64) / LEVEL_DENOM
-            arg = torch.where(neg[idx], -1.0, 1.0).to(torch.float64) * (level * scale[pos])
-            x[idx] = affine(x[idx], geometric_matrix(sub_op, arg, h, w), draw.bicubic[idx, layer], fill)
-        for k, name in enumerate(OPS):
-            if name in GEOMETRIC:
+        op = torch.where(draw.applied[:, layer], draw.op[:, layer], n_ops)  # n_ops: not applied
+        key = run_of[op, draw.bicubic[:, layer].long()][perm]
+        order = torch.argsort(key, stable=True)
+        counts = torch.bincount(key, minlength=len(_RUNS) + 1).tolist()
+        perm = perm[order]
+        op = op[perm]
+        xs = xs.index_select(0, order)
+        args = op_args(op.clamp(max=n_ops - 1), draw.magnitude[perm, layer], draw.negate[perm, layer])
+        start = 0
+        for (name, cubic), n in zip(_RUNS, counts):
+            run = slice(start, start + n)
+            start += n
+            if n == 0:
                 continue
-            idx = torch.nonzero(applied & (op == k)).squeeze(1)
-            if idx.numel() == 0:
-                continue
-            arg = level_to_arg(name, mag[idx], neg[idx])
-            x[idx] = apply_op(name, x[idx], arg, draw.bicubic[idx, layer], fill)
-    return x
+            if name == _SHEAR_TRANSLATE:
+                xs[run] = shear_translate(xs[run], op[run], args[run], cubic, fill)
+            else:
+                xs[run] = apply_op(name, xs[run], args[run], cubic, fill)
+    return xs.index_select(0, torch.argsort(perm))  # a gather: index_copy_ runs serially on a CPU
