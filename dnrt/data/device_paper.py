@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -47,11 +47,6 @@ class PaperDraw:
     bicubic: torch.Tensor
     flip: torch.Tensor
     policy: PolicyDraw
-
-    def rows(self, sel: slice) -> PaperDraw:
-        """The draws of images ``sel``."""
-        policy = PolicyDraw(**{f.name: getattr(self.policy, f.name)[sel] for f in fields(PolicyDraw)})
-        return PaperDraw(*(getattr(self, f.name)[sel] for f in fields(self) if f.name != "policy"), policy=policy)
 
 
 def draw_paper(b: int, h: int, w: int, gen: torch.Generator, dev: torch.device, *,
