@@ -271,3 +271,11 @@ def test_a_revised_value_re_signs_only_its_runs():
         plain = cfg.copy()
         plain.signature.revised = {}
         assert (config_hash(cfg) != config_hash(plain)) == revised, model
+
+
+def test_the_device_paper_recipe_is_revised_and_the_pil_one_is_not():
+    for backend, revised in (("device", True), ("pil", False)):
+        cfg = compose_cfg(["dataset.augment=paper", f"dataset.aug_backend={backend}"])
+        plain = cfg.copy()
+        plain.signature.revised = {}
+        assert (config_hash(cfg) != config_hash(plain)) == revised, backend
