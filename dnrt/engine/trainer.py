@@ -85,7 +85,9 @@ class Trainer:
         self.state = TrainState()
 
     # -- checkpoints -------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, per_rank: list | None = None) -> dict[str, Any]:
+        """The checkpoint; ``per_rank``: what each rank keeps for itself, from :meth:`_rank_state`
+        gathered over the ranks (None: a single process)."""
         parts = self.parts
         return {
             "model": parts.core.state_dict(), "optimizer": parts.optimizer.state_dict(),
@@ -95,8 +97,7 @@ class Trainer:
             "epoch": self.state.epoch, "history": self.state.history, "best_acc1": self.state.best_acc1,
             "run_id": self.state.run_id, "partial": self.state.partial, "rng": rng_state(),
             "config_hash": self.config_hash, "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
-            # under DDP, what each rank keeps for itself (rank 0 alone writes the file): [world] or None
-            "per_rank": gather_objects(self._rank_state()),
+            "per_rank": per_rank,
         }
 
     def _rank_state(self) -> dict[str, Any]:
@@ -126,9 +127,9 @@ class Trainer:
                                 ckpt.get("partial"))
 
     def save(self) -> None:
-        state = self.state_dict()  # on every rank: it gathers each rank's own part
+        per_rank = gather_objects(self._rank_state())  # every rank takes part; rank 0 alone writes the file
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_path, state)
+            save_checkpoint(self.ckpt_path, self.state_dict(per_rank))
 
     def resume_from(self, path: Path) -> None:
         self.load_state_dict(load_checkpoint(path, map_location=self.parts.device))
