@@ -46,17 +46,15 @@ def _interp(v: Sequence[torch.Tensor], d: torch.Tensor) -> torch.Tensor:
     return p4.mul_(d).add_(p3).mul_(d).add_(p2).mul_(d).add_(v2)
 
 
-def _filter(taps: Sequence[torch.Tensor], d: torch.Tensor, bicubic: torch.Tensor | bool) -> torch.Tensor:
+def _per_image_filter(taps: Sequence[torch.Tensor], d: torch.Tensor, bicubic: torch.Tensor) -> torch.Tensor:
     """Pillow's interpolation of 4 taps (from floor - 1) at offset ``d``: the cubic of all 4 where
-    ``bicubic`` (bool, or bool [n, 1, 1] per image), else the linear of the middle two, bilinear's
-    own taps."""
-    if isinstance(bicubic, bool):
-        return _interp(taps if bicubic else taps[1:3], d)
+    ``bicubic`` (bool [n, 1, 1]), else the linear of the middle two, bilinear's own taps."""
     return torch.where(bicubic, _interp(taps, d), _interp(taps[1:3], d))
 
 
+@functools.lru_cache(maxsize=16)
 def _pixel_centres(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """x + 0.5 and y + 0.5 of every output pixel, row-major: float64 [1, H*W] each."""
+    """x + 0.5 and y + 0.5 of every output pixel, row-major: float64 [1, H*W] each (read only)."""
     ys = (torch.arange(h, device=device, dtype=torch.float64) + 0.5).repeat_interleave(w).view(1, h * w)
     xs = (torch.arange(w, device=device, dtype=torch.float64) + 0.5).repeat(h).view(1, h * w)
     return xs, ys
@@ -86,20 +84,21 @@ def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor | bool, 
     u, v = u - 0.5, v - 0.5
     flat = x.to(torch.float64).reshape(b, c, h * w)
     cubic = bicubic if isinstance(bicubic, bool) else bicubic.to(dev).view(b, 1, 1)
+    # Taps from floor - 1 to floor + 2, the edge pixel repeated beyond the edge; one bool filter reads
+    # only its own (bilinear's are the middle two of bicubic's four), a per-image one reads all four.
+    offsets = (0, 1) if cubic is False else (-1, 0, 1, 2)
 
     def read(index: torch.Tensor) -> torch.Tensor:  # [B, H*W] -> [B, C, H*W]
         return flat.gather(2, index.unsqueeze(1).expand(b, c, -1))
 
-    # Taps from floor - 1 to floor + 2, the edge pixel repeated beyond the edge; Pillow interpolates
-    # along x within each of the rows first, then along y.
-    if axis is None:
+    def interp(taps: list[torch.Tensor], d: torch.Tensor) -> torch.Tensor:
+        return _interp(taps, d) if isinstance(cubic, bool) else _per_image_filter(taps, d, cubic)
+
+    if axis is None:  # Pillow interpolates along x within each of the rows first, then along y
         u0, v0 = torch.floor(u), torch.floor(v)
         du, dv = (u - u0).unsqueeze(1), (v - v0).unsqueeze(1)
-        # One bool filter reads only its own taps: bilinear's are the middle two of bicubic's four.
-        ks = (0, 1) if cubic is False else (-1, 0, 1, 2)
-        cols = [(u0 + k).clamp_(0, w - 1).long() for k in ks]
-        rows = [(v0 + k).clamp_(0, h - 1).long().mul_(w) for k in ks]
-        interp = _interp if isinstance(cubic, bool) else functools.partial(_filter, bicubic=cubic)
+        cols = [(u0 + k).clamp_(0, w - 1).long() for k in offsets]
+        rows = [(v0 + k).clamp_(0, h - 1).long().mul_(w) for k in offsets]
         out = interp([interp([read(row + col) for col in cols], du) for row in rows], dv)
     else:
         along_y = axis.to(dev).view(b, 1)
@@ -109,10 +108,8 @@ def affine(x: torch.Tensor, matrix: torch.Tensor, bicubic: torch.Tensor | bool, 
         stride = torch.where(along_y, w, 1)
         # the pixel index of the coordinate that stays (exact integers: x or y)
         offset = torch.where(along_y, u, v.mul(w)).long()
-        ks = (0, 1) if cubic is False else (-1, 0, 1, 2)
-        taps = [read(torch.minimum((t0 + k).clamp_(min=0), last).long().mul_(stride).add_(offset)) for k in ks]
-        d = (t - t0).unsqueeze(1)
-        out = _interp(taps, d) if isinstance(cubic, bool) else _filter(taps, d, cubic)
+        taps = [read(torch.minimum((t0 + k).clamp_(min=0), last).long().mul_(stride).add_(offset)) for k in offsets]
+        out = interp(taps, (t - t0).unsqueeze(1))
     out = out.clamp_(0, 255).floor_()  # Pillow casts to UINT8: truncation after clipping
     fill = fill.to(device=dev, dtype=torch.float64)
     fill = fill.view(1, c, 1) if fill.dim() == 1 else fill.view(b, c, 1)
