@@ -20,7 +20,9 @@ probability 0.5 each (``interpolation='random'``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -79,11 +81,10 @@ def op_args(op: torch.Tensor, magnitude: torch.Tensor, negate: torch.Tensor) -> 
     """timm's level -> argument of ops ``op`` (indices into :data:`OPS`, [n]), in its operation
     order: float64 [n]. Every formula runs on all n and each image takes its own op's, so a batch of
     mixed ops costs a fixed number of kernels."""
-    dev = op.device
+    table = _tables(op.device)
     level = magnitude.to(torch.float64) / LEVEL_DENOM
     sign = torch.where(negate, -1.0, 1.0).to(torch.float64)
-    scale = torch.tensor([_LINEAR_SCALE.get(n, 0.0) for n in OPS], dtype=torch.float64, device=dev)[op]
-    formula = torch.tensor([_FORMULA.get(n, 0) for n in OPS], device=dev)[op]
+    scale, formula = table.linear_scale[op], table.formula[op]
     candidates = torch.stack([
         torch.zeros_like(level),  # AutoContrast, Equalize, Invert take no argument
         sign * (level * scale),
@@ -263,7 +264,7 @@ def shear_translate(x: torch.Tensor, op: torch.Tensor, arg: torch.Tensor, bicubi
                     fill: torch.Tensor) -> torch.Tensor:
     """ShearX/Y and TranslateX/YRel (``op``: indices into :data:`OPS`, [n], mixed) in one call."""
     h, w = x.shape[-2:]
-    kind = op - OPS.index("ShearX")  # 0 ShearX, 1 ShearY, 2 TranslateXRel, 3 TranslateYRel
+    kind = _tables(x.device).one_axis_kind[op]  # 0 ShearX, 1 ShearY, 2 TranslateXRel, 3 TranslateYRel
     return affine(x, shear_translate_matrix(kind, arg, h, w), bicubic, fill, axis=kind % 2 == 1)
 
 
@@ -298,6 +299,25 @@ _RUN_OF = [[_RUNS.index((_SHEAR_TRANSLATE if name in _ONE_AXIS else name, cubic 
             for cubic in (False, True)] for name in OPS] + [[len(_RUNS)] * 2]
 
 
+class _Tables(NamedTuple):
+    """The per-op constants as tensors on one device, indexed by op (into :data:`OPS`)."""
+
+    linear_scale: torch.Tensor  # float64 [len(OPS)]: _LINEAR_SCALE, 0 elsewhere
+    formula: torch.Tensor  # [len(OPS)]: _FORMULA, 0 elsewhere
+    one_axis_kind: torch.Tensor  # [len(OPS)]: the index in _ONE_AXIS (shear_translate_matrix's kind), -1 elsewhere
+    run_of: torch.Tensor  # [len(OPS) + 1, 2]: _RUN_OF
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(device: torch.device) -> _Tables:
+    """:class:`_Tables` on ``device``, made once (they are read on every batch)."""
+    return _Tables(
+        torch.tensor([_LINEAR_SCALE.get(n, 0.0) for n in OPS], dtype=torch.float64, device=device),
+        torch.tensor([_FORMULA.get(n, 0) for n in OPS], device=device),
+        torch.tensor([_ONE_AXIS.index(n) if n in _ONE_AXIS else -1 for n in OPS], device=device),
+        torch.tensor(_RUN_OF, device=device))
+
+
 def rand_augment(x: torch.Tensor, draw: PolicyDraw, fill: torch.Tensor) -> torch.Tensor:
     """Apply ``draw`` (:func:`sample_policy`) to grey-level images x [B, C, H, W], layer by layer.
 
@@ -307,7 +327,7 @@ def rand_augment(x: torch.Tensor, draw: PolicyDraw, fill: torch.Tensor) -> torch
     """
     n_ops = len(OPS)
     dev = x.device
-    run_of = torch.tensor(_RUN_OF, device=dev)
+    run_of = _tables(dev).run_of
     perm = torch.arange(x.shape[0], device=dev)  # xs[i] is image perm[i]
     xs = x
     for layer in range(draw.op.shape[1]):
