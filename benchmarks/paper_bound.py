@@ -9,7 +9,9 @@ One process, one torch thread, 256 generated 32-px RGB images, alternating round
   filter (torch's fused kernel, not Pillow's arithmetic): a lower bound on the crop of any batched
   version, before RandAugment, normalisation and erasing;
 - ``one_pass``: one elementwise float32 pass over the batch (``x * a + b``): what each further
-  per-pixel step costs at least.
+  per-pixel step costs at least;
+- ``device_stages_ms``: where the device path's time goes, the same steps as ``paper_transform``
+  timed one by one in each round (draws, crop, RandAugment, normalisation, random erasing).
 
     python -m benchmarks.paper_bound [--rounds 5]
 """
@@ -26,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dnrt.data.augment import _resized_crop_params
-from dnrt.data.device_paper import paper_transform
+from dnrt.data.augment import _resized_crop_params, random_erasing
+from dnrt.data.device_geometry import resized_crop
+from dnrt.data.device_paper import RANDOM_ERASING_P, draw_paper, one_cpu_thread, paper_transform
+from dnrt.data.device_randaugment import rand_augment
 from dnrt.data.transforms import array_transform
 
 B, SIZE = 256, 32
@@ -50,6 +54,27 @@ def _crop_grid_sample(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def _device_stages(x: torch.Tensor, gen: torch.Generator, mean: torch.Tensor, std: torch.Tensor,
+                   fill: torch.Tensor) -> dict[str, float]:
+    """CPU seconds of each step of :func:`paper_transform`, run one by one."""
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        start = time.process_time()
+        out = fn()
+        seconds[name] = time.process_time() - start
+        return out
+
+    with one_cpu_thread(x.device):
+        draw = timed("draws", lambda: draw_paper(B, SIZE, SIZE, gen, x.device, interpolation="random"))
+        out = timed("crop", lambda: resized_crop(x, draw.top, draw.left, draw.height, draw.width, SIZE,
+                                                 draw.bicubic, flip=draw.flip))
+        out = timed("randaugment", lambda: rand_augment(out, draw.policy, fill))
+        out = timed("normalise", lambda: out.div_(255).sub_(mean).div_(std))
+        timed("erase", lambda: random_erasing(out, gen, p=RANDOM_ERASING_P, noise_where_erased=True))
+    return seconds
+
+
 def measure(rounds: int = 5) -> dict:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -69,6 +94,7 @@ def measure(rounds: int = 5) -> dict:
         "one_pass": lambda: xf * 0.5 + 1.0,
     }
     times: dict[str, list[float]] = {k: [] for k in sides}
+    stages: dict[str, list[float]] = {}
     for fn in sides.values():
         fn()  # first-touch allocations and tables
     for _ in range(rounds):
@@ -76,9 +102,12 @@ def measure(rounds: int = 5) -> dict:
             start = time.process_time()
             fn()
             times[key].append(time.process_time() - start)
+        for key, sec in _device_stages(x, gen, mean, std, fill).items():
+            stages.setdefault(key, []).append(sec)
     ms = {k: round(1000 * statistics.median(v), 2) for k, v in times.items()}
     return {"ms_per_batch": ms, "images_per_cpu_s": {k: round(B / (v / 1000)) for k, v in ms.items() if v > 0},
             "pil_over": {k: round(ms["pil"] / v, 1) for k, v in ms.items() if v > 0},
+            "device_stages_ms": {k: round(1000 * statistics.median(v), 2) for k, v in stages.items()},
             "batch": B, "size": SIZE, "threads": 1, "rounds": rounds}
 
 

@@ -170,3 +170,6 @@ def test_smoke_run_times_the_paper_recipe_per_core_against_pil(smoke):
     assert bound["pil_over"]["pil"] == 1.0
     assert bound["pil_over"]["device"] == pytest.approx(ms["pil"] / ms["device"], abs=0.051)
     assert result["ratios"]["paper_device_over_pil_per_core"] == bound["pil_over"]["device"]
+    stages = bound["device_stages_ms"]
+    assert list(stages) == ["draws", "crop", "randaugment", "normalise", "erase"]
+    assert all(v > 0 for v in stages.values())
